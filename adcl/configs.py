@@ -1,0 +1,212 @@
+"""The config schema: defaults, the paper's recipes (REFERENCE §4), and validation.
+
+Config files under `configs/` start from `base()` (or `paper_recipe()`) and change a few
+fields. `validate()` runs before anything is built or compiled, so an impossible value fails
+in a second with a message that names the key.
+"""
+
+import os
+
+import ml_collections
+
+from adcl import losses
+from adcl.models.resnet import ARCHITECTURES
+
+# Per-recipe normalisation (the eps space of REFERENCE §2): CIFAR statistics for Plain/UEL,
+# 0.5/0.5 for SimCLR; Fashion-MNIST statistics for the quickstart.
+NORMALIZATION = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "half": ((0.5,), (0.5,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+}
+
+# View recipes of the official scripts (REFERENCE §4).  jitter = (brightness, contrast,
+# saturation, hue) strengths as in torchvision's ColorJitter.
+VIEW_RECIPES = {
+    "simclr": dict(crop_scale=(0.08, 1.0), flip=True, jitter=(0.8, 0.8, 0.8, 0.2),
+                   jitter_prob=0.8, gray_prob=0.2),
+    "uel": dict(crop_scale=(0.2, 1.0), flip=True, jitter=(0.4, 0.4, 0.4, 0.4),
+                jitter_prob=1.0, gray_prob=0.2),
+}
+
+OPTIMIZERS = ("sgd", "adam", "lars")
+SOURCES = ("tfds", "idx")
+
+
+def base() -> ml_collections.ConfigDict:
+  """Every key with its default. The comments are the key reference of the README."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameters, data order, views and attack randomness.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "tfds"  # 'tfds' (any TFDS builder by name) or 'idx' (MNIST-format files).
+  c.data.name = "cifar10"  # TFDS builder name, or a label for an 'idx' directory.
+  c.data.data_dir = ""  # TFDS data_dir, or the folder of the IDX files; '' = TFDS default.
+  c.data.train_split = "train"
+  c.data.test_split = "test"
+  c.data.image_size = 32  # Side of the crops fed to the encoder.
+  c.data.mean = NORMALIZATION["cifar10"][0]  # Per-channel normalisation, in [0, 1] units.
+  c.data.std = NORMALIZATION["cifar10"][1]
+  c.data.views = ml_collections.ConfigDict(VIEW_RECIPES["uel"])  # Two-view augmentation.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.architecture = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet_small.
+  c.model.width = 64  # Channels of the first stage (width multiplier x 64).
+  c.model.stem = "cifar"  # 'cifar' (3x3, stride 1, no max-pool) or 'imagenet' (7x7/2 + pool).
+  c.model.projector = (128,)  # Head widths: (128,) linear (Plain/UEL), (512, 64) SimCLR MLP.
+  c.model.dtype = "float32"  # Compute dtype of convolutions ('bfloat16' on TPU).
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "uel"  # plain | simclr | uel.
+  c.loss.temperature = 0.1
+
+  c.adv = ml_collections.ConfigDict()
+  c.adv.enabled = True  # False: the plain baseline from the same code.
+  c.adv.method = "fgsm"  # 'fgsm' (the paper) or 'pgd'.
+  c.adv.eps = 0.03  # Attack radius, in normalised units (official) or pixel units, see next.
+  c.adv.eps_units = "normalized"  # 'normalized' (official parity) or 'pixel' ([0, 1] pixels).
+  c.adv.alpha = 1.0  # Weight of the adversarial term L(f(x1), f_adv(x_adv)).
+  # Running-stat updates of the adversarial BN by the FGSM generation pass: 2 reproduces the
+  # two training-mode forwards of the official gen_adv from our single forward; 0 = none.
+  c.adv.gen_bn_updates = 2
+  c.adv.pgd_steps = 7  # PGD only.
+  c.adv.pgd_step_size = 0.01  # PGD only, same units as eps.
+  c.adv.pgd_random_start = True  # PGD only.
+  c.adv.clip_to_pixel_range = False  # PGD only: keep x_adv inside valid pixels.
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"  # sgd | adam | lars.
+  c.optim.lr = 0.03
+  c.optim.momentum = 0.9  # SGD and LARS.
+  c.optim.weight_decay = 5e-4  # Coupled L2 (as PyTorch's weight_decay) for sgd/adam.
+  # SGD step decay: lr = lr * factor from each epoch on (absolute factors, as the official
+  # adjust_learning_rate). Empty: constant.
+  c.optim.decay_epochs = (120, 160, 200)
+  c.optim.decay_factors = (0.1, 0.05, 0.01)
+  c.optim.warmup_epochs = 10  # LARS only: linear warm-up, then cosine to 0.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128  # Global batch (source images; each gives two views).
+  c.train.num_epochs = 301
+  c.train.num_steps = 0  # > 0 overrides num_epochs.
+  c.train.log_every = 50  # Steps between metric lines (the only host syncs of the loop).
+  c.train.checkpoint_every = 1000  # Steps between checkpoints (and one at the end).
+  c.train.keep_checkpoints = 3
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every = 5000  # Steps between kNN evaluations (and one at the end); 0 = end only.
+  c.eval.knn_k = 200
+  c.eval.knn_sigma = 0.0  # 0 = the training temperature (REFERENCE §5).
+  c.eval.features = "embedding"  # 'embedding' (projector output, official) or 'backbone'.
+  c.eval.batch_size = 500
+  return c
+
+
+def paper_recipe(dataset: str, method: str, adversarial: bool = True) -> ml_collections.ConfigDict:
+  """The official script's recipe for `dataset` in {cifar10, cifar100} and `method`.
+
+  Args:
+    dataset: TFDS name, 'cifar10' or 'cifar100'.
+    method: 'plain', 'uel' or 'simclr'.
+    adversarial: CLAE (True) or the baseline (False).
+  """
+  c = base()
+  c.data.name = dataset
+  c.loss.name = method
+  c.loss.temperature = losses.DEFAULT_TEMPERATURE[method]
+  c.adv.enabled = adversarial
+  if method == "simclr":
+    c.data.mean, c.data.std = NORMALIZATION["half"]
+    c.data.views = ml_collections.ConfigDict(VIEW_RECIPES["simclr"])
+    c.model.projector = (512, 64)
+    c.optim.name = "adam"
+    c.optim.lr = 3e-4
+    c.optim.weight_decay = 1e-6
+    c.optim.decay_epochs = ()
+    c.optim.decay_factors = ()
+    c.train.batch_size = 256
+    c.train.num_epochs = 100
+  else:
+    c.data.mean, c.data.std = NORMALIZATION[dataset]
+  return c
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raise ValueError naming the key for any value that cannot run. Builds nothing."""
+
+  def fail(key, message):
+    raise ValueError(f"config.{key}: {message}")
+
+  if config.data.source not in SOURCES:
+    fail("data.source", f"{config.data.source!r} is not a source; choose one of {SOURCES}")
+  if config.data.source == "idx" and not os.path.isdir(config.data.data_dir):
+    fail("data.data_dir", f"IDX directory {config.data.data_dir!r} does not exist "
+         "(Debian: apt-get install dataset-fashion-mnist; or use --config.data.source=tfds)")
+  if config.data.source == "tfds" and config.data.data_dir and not (
+      config.data.data_dir.startswith("gs://") or os.path.isdir(config.data.data_dir)):
+    fail("data.data_dir", f"TFDS data directory {config.data.data_dir!r} does not exist")
+  if len(config.data.mean) != len(config.data.std):
+    fail("data.std", f"has {len(config.data.std)} channels but data.mean has {len(config.data.mean)}")
+  if min(config.data.std) <= 0:
+    fail("data.std", f"must be positive, got {tuple(config.data.std)}")
+  low, high = config.data.views.crop_scale
+  if not 0 < low <= high <= 1:
+    fail("data.views.crop_scale", f"needs 0 < low <= high <= 1, got {(low, high)}")
+  if config.model.architecture not in ARCHITECTURES:
+    fail("model.architecture", f"{config.model.architecture!r}; choose one of {sorted(ARCHITECTURES)}")
+  if config.model.stem not in ("cifar", "imagenet"):
+    fail("model.stem", f"{config.model.stem!r}; choose 'cifar' or 'imagenet'")
+  if config.loss.name not in losses.LOSSES:
+    fail("loss.name", f"{config.loss.name!r}; choose one of {sorted(losses.LOSSES)}")
+  if config.loss.temperature <= 0:
+    fail("loss.temperature", f"must be positive, got {config.loss.temperature}")
+  if config.adv.eps < 0:
+    fail("adv.eps", f"must be >= 0, got {config.adv.eps}")
+  if config.adv.gen_bn_updates not in (0, 1, 2):
+    fail("adv.gen_bn_updates", f"must be 0, 1 or 2, got {config.adv.gen_bn_updates}")
+  if config.adv.method not in ("fgsm", "pgd"):
+    fail("adv.method", f"{config.adv.method!r}; choose 'fgsm' or 'pgd'")
+  if config.adv.eps_units not in ("normalized", "pixel"):
+    fail("adv.eps_units", f"{config.adv.eps_units!r}; choose 'normalized' or 'pixel'")
+  if config.optim.name not in OPTIMIZERS:
+    fail("optim.name", f"{config.optim.name!r}; choose one of {OPTIMIZERS}")
+  if len(config.optim.decay_epochs) != len(config.optim.decay_factors):
+    fail("optim.decay_factors", "needs one factor per entry of optim.decay_epochs")
+  if config.train.batch_size <= 0 or config.train.batch_size % num_devices:
+    fail("train.batch_size", f"{config.train.batch_size} is not a positive multiple of the "
+         f"{num_devices} devices")
+  if config.eval.features not in ("embedding", "backbone"):
+    fail("eval.features", f"{config.eval.features!r}; choose 'embedding' or 'backbone'")
+  if config.eval.batch_size % num_devices:
+    fail("eval.batch_size", f"{config.eval.batch_size} is not a multiple of the "
+         f"{num_devices} devices")
+
+
+def validate_dataset_name(config: ml_collections.ConfigDict) -> None:
+  """Unknown TFDS names fail here, before any download or compilation."""
+  if config.data.source != "tfds":
+    return
+  import tensorflow_datasets as tfds  # Heavy import, only where needed.
+  name = config.data.name.split(":")[0].split("/")[0]
+  if name not in tfds.list_builders():
+    raise ValueError(f"config.data.name: {config.data.name!r} is not a TFDS dataset "
+                     "(see tfds.list_builders()), nor is data.source='idx' set")
+
+
+# Keys whose change makes an existing checkpoint unusable (other keys may change on resume).
+ARCHITECTURE_KEYS = ("model.architecture", "model.width", "model.stem", "model.projector",
+                     "optim.name", "data.image_size")
+
+
+def incompatible_keys(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """`ARCHITECTURE_KEYS` whose value in the saved config JSON differs from `config`."""
+  current = config.to_dict()
+  differ = []
+  for key in ARCHITECTURE_KEYS:
+    section, name = key.split(".")
+    old, new = saved.get(section, {}).get(name), current[section][name]
+    if (list(old) if isinstance(old, (list, tuple)) else old) != (
+        list(new) if isinstance(new, (list, tuple)) else new):
+      differ.append(f"{key} (checkpoint {old!r}, config {new!r})")
+  return differ

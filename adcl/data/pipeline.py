@@ -1,0 +1,87 @@
+"""Batches for the compiled step: a seeded epoch order, two views per image, global arrays.
+
+The batch of step t is a pure function of (seed, t): epoch e = t // steps_per_epoch is a
+permutation of the training set seeded by (seed, e), step t takes its slice, and its views
+are drawn with the seed (seed, t, process). So the data position *is* the step: a run resumed
+at step t sees exactly the batches an uninterrupted run sees from t on, with no epoch restart.
+Each process reads only its slice of each global batch (`global_batch // process_count`
+images) and the step receives global arrays built from every process's slice.
+"""
+
+from typing import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from jax.sharding import NamedSharding
+
+from adcl.data import augment
+
+
+def normalization(data_config: ml_collections.ConfigDict, channels: int):
+  """mean, std as float32 [channels]; a length-1 setting broadcasts to every channel."""
+  mean, std = (np.asarray(v, np.float32) for v in (data_config.mean, data_config.std))
+  if mean.size not in (1, channels):
+    raise ValueError(f"config.data.mean has {mean.size} entries but the images have "
+                     f"{channels} channels")
+  return np.broadcast_to(mean, (channels,)).copy(), np.broadcast_to(std, (channels,)).copy()
+
+
+def steps_per_epoch(num_images: int, global_batch: int) -> int:
+  """Full batches per epoch (the last partial batch is dropped, as the official loaders)."""
+  if num_images < global_batch:
+    raise ValueError(f"config.train.batch_size={global_batch} is larger than the "
+                     f"{num_images} training images")
+  return num_images // global_batch
+
+
+def train_batches(images: np.ndarray, config: ml_collections.ConfigDict, start_step: int,
+                  num_steps: int, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict]:
+  """This process's part of the batches of steps [start_step, num_steps).
+
+  Args:
+    images: uint8 [N, H, W, C], the whole training set.
+  Yields:
+    {'view1', 'view2'}: float32 numpy [global_batch // process_count, S, S, C].
+  """
+  global_batch = config.train.batch_size
+  local_batch = global_batch // process_count
+  per_epoch = steps_per_epoch(len(images), global_batch)
+  mean, std = normalization(config.data, images.shape[-1])
+  seed = config.seed
+  all_images = tf.constant(images)
+  n = len(images)
+
+  def local_indices(step):
+    epoch = step // per_epoch
+    order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([seed, tf.cast(epoch, tf.int32)])))
+    start = (step % per_epoch) * global_batch + process_index * local_batch
+    return order[start:start + local_batch]
+
+  def make_views(step):
+    batch = tf.gather(all_images, local_indices(step))
+    view_seed = tf.stack([tf.cast(step, tf.int32), seed * 4096 + process_index])
+    view1, view2 = augment.two_views(batch, view_seed, config.data, mean, std)
+    return {"view1": view1, "view2": view2}
+
+  dataset = tf.data.Dataset.range(start_step, num_steps)
+  dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  dataset = dataset.prefetch(2)
+  return dataset.as_numpy_iterator()
+
+
+def to_global(local_batch: dict, sharding: NamedSharding) -> dict:
+  """Global arrays, sharded on the batch axis, from every process's slice."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def eval_images(images: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
+  """Un-augmented, normalised float32 [N, S, S, C]; resized only if S differs from the source."""
+  mean, std = normalization(data_config, images.shape[-1])
+  x = images.astype(np.float32) / 255.0
+  size = data_config.image_size
+  if x.shape[1:3] != (size, size):
+    x = tf.image.resize(x, (size, size), method="bilinear").numpy()
+  return (x - mean) / std

@@ -1,0 +1,158 @@
+"""TrainState and the compiled CLAE step (REFERENCE §2-3): where losses, attack and model meet.
+
+All math is single-device math on the global batch. The step is jitted once with the state
+donated; batches arrive as global arrays sharded over the mesh axis `data`, so XLA inserts
+the collectives: the loss sees every negative, batch-norm statistics are global, and the FGSM
+gradient of each image accounts for every image of the global batch.
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from adcl import adversarial, losses
+from adcl.models.batchnorm import ADV_MOMENTUM
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh, axis `data`, over `devices` (default: all devices of all processes).
+
+  Axis type Auto: the math stays single-device math and XLA (GSPMD) inserts the
+  collectives; Explicit sharding would make every op spell out its output sharding.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a step changes. `rng` is raw key data (uint32[2]) so Orbax saves it as is."""
+
+  step: jax.Array  # int32 scalar.
+  params: Any
+  batch_stats: Any  # Both BN sets: {..., 'clean': {mean, var}, 'adv': {mean, var}}.
+  opt_state: Any
+  rng: jax.Array
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+                       image_shape: tuple[int, int, int]) -> TrainState:
+  """Initialise parameters, both BN sets and the optimiser. image_shape: (H, W, C)."""
+  init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+  variables = model.init(init_key, jnp.zeros((2, *image_shape), jnp.float32), train=True)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                    batch_stats=variables["batch_stats"],
+                    opt_state=tx.init(variables["params"]), rng=state_key)
+
+
+def attack_bounds(config: ml_collections.ConfigDict, channels: int):
+  """eps (per channel, [C]) and the valid pixel range ([C], [C]) in normalised units."""
+  mean = np.broadcast_to(np.asarray(config.data.mean, np.float32), (channels,))
+  std = np.broadcast_to(np.asarray(config.data.std, np.float32), (channels,))
+  eps = config.adv.eps / std if config.adv.eps_units == "pixel" else np.full(channels, config.adv.eps)
+  step_size = (config.adv.pgd_step_size / std if config.adv.eps_units == "pixel"
+               else np.full(channels, config.adv.pgd_step_size))
+  return eps.astype(np.float32), step_size.astype(np.float32), ((0 - mean) / std, (1 - mean) / std)
+
+
+def repeat_bn_update(old, new, times: int, momentum: float = ADV_MOMENTUM):
+  """Running statistics after `times` EMA updates with the batch moments that took `old` to `new`.
+
+  One update gives new = m*old + (1-m)*b; k updates give m^k*old + (1-m^k)/(1-m)*(new - m*old).
+  Leaves that did not change (the clean set, during generation) stay as they are.
+  """
+  if times == 0:
+    return old
+  scale = (1 - momentum**times) / (1 - momentum)
+  return jax.tree.map(lambda o, n: momentum**times * o + scale * (n - momentum * o), old, new)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict, channels: int,
+                    mesh: Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The jitted `train_step(state, batch) -> (state, metrics)`, state donated.
+
+  batch: {'view1', 'view2'}: [N, H, W, C] float32 normalised, sharded on `data`.
+  metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
+  """
+  loss_of = losses.get(config.loss.name)
+  tau = config.loss.temperature
+  adv = config.adv
+  eps, pgd_step, (pixel_low, pixel_high) = attack_bounds(config, channels)
+
+  def forward(params, batch_stats, x, use_adv_bn):
+    (_, z), updates = model.apply({"params": params, "batch_stats": batch_stats}, x,
+                                  train=True, adv=use_adv_bn, mutable=["batch_stats"])
+    return z, updates["batch_stats"]
+
+  def generate(params, batch_stats, x1, rng):
+    """x_adv from view 1 with the adversarial BN, and the BN stats after generation."""
+
+    def attack_loss(x):
+      # Fused form: at delta = 0 the anchor f_adv(x1) and the perturbed f_adv(x1 + delta) are
+      # the same forward, so one pass and a stop_gradient anchor give the official gradient.
+      z, stats = forward(params, batch_stats, x, True)
+      value = loss_of(jax.lax.stop_gradient(z), z, tau)
+      return value, (value, stats)
+
+    if adv.method == "fgsm":
+      x_adv, (gen_loss, stats) = adversarial.fgsm(attack_loss, x1, eps, has_aux=True)
+      return x_adv, gen_loss, repeat_bn_update(batch_stats, stats, adv.gen_bn_updates)
+    # PGD: the iterates' statistics are not the training distribution; no BN update.
+    clip = (pixel_low, pixel_high) if adv.clip_to_pixel_range else None
+    x_adv = adversarial.pgd(lambda x: attack_loss(x)[0], x1, eps, adv.pgd_steps, pgd_step,
+                            adv.pgd_random_start, rng, clip)
+    return x_adv, attack_loss(x_adv)[0], batch_stats
+
+  def objective(params, batch_stats, x1, x2, x_adv):
+    """L(f(x1), f(x2)) + alpha * L(f(x1), f_adv(x_adv)); each view its own BN batch."""
+    z1, batch_stats = forward(params, batch_stats, x1, False)
+    z2, batch_stats = forward(params, batch_stats, x2, False)
+    clean = loss_of(z1, z2, tau)
+    if x_adv is None:
+      return clean, (batch_stats, clean, jnp.zeros_like(clean))
+    z_adv, batch_stats = forward(params, batch_stats, x_adv, True)
+    adv_term = loss_of(z1, z_adv, tau)
+    return clean + adv.alpha * adv_term, (batch_stats, clean, adv_term)
+
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+    x1, x2 = batch["view1"], batch["view2"]
+    batch_stats, x_adv, gen_loss = state.batch_stats, None, jnp.zeros(())
+    if adv.enabled:
+      x_adv, gen_loss, batch_stats = generate(state.params, batch_stats, x1, rng)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    (loss, (batch_stats, clean, adv_term)), grads = grad_fn(
+        state.params, batch_stats, x1, x2, x_adv)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(loss=loss, loss_clean=clean, loss_adv=adv_term, loss_gen=gen_loss,
+                   grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_embed_fn(model: nn.Module, features: str, mesh: Mesh):
+  """Jitted `embed(params, batch_stats, x) -> [N, D]` with the clean BN in inference mode.
+
+  features: 'embedding' (L2-normalised projector output) or 'backbone' (pooled trunk).
+  """
+
+  def embed(params, batch_stats, x):
+    h, z = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False, adv=False)
+    return z if features == "embedding" else h
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(embed, in_shardings=(replicated, replicated, NamedSharding(mesh, P("data"))),
+                 out_shardings=NamedSharding(mesh, P("data")))
