@@ -49,6 +49,13 @@ class Checkpoints:
                        f"{str(error).splitlines()[0]}") from error
     return restored.state
 
+  def restore_raw(self, step: Optional[int] = None) -> dict:
+    """The state of checkpoint `step` (default latest) as saved, a dict of arrays, with no
+    model or config needed: for notebooks and tests."""
+    step = self.latest_step() if step is None else step
+    return self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+
   def save(self, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
     """Write checkpoint `step` (asynchronously; `wait()` before exit)."""
     self.manager.save(step, args=ocp.args.Composite(

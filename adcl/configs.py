@@ -99,7 +99,7 @@ def base() -> ml_collections.ConfigDict:
   c.eval.knn_k = 200
   c.eval.knn_sigma = 0.0  # 0 = the training temperature (REFERENCE §5).
   c.eval.features = "embedding"  # 'embedding' (projector output, official) or 'backbone'.
-  c.eval.batch_size = 500
+  c.eval.batch_size = 512  # A multiple of every usual device count.
   return c
 
 
@@ -130,6 +130,13 @@ def paper_recipe(dataset: str, method: str, adversarial: bool = True) -> ml_coll
   else:
     c.data.mean, c.data.std = NORMALIZATION[dataset]
   return c
+
+
+def parse_variant(variant: str) -> bool:
+  """'clae' -> True (attack on), 'baseline' -> False; anything else is an error."""
+  if variant not in ("clae", "baseline"):
+    raise ValueError(f"config variant {variant!r}; use FILE.py, FILE.py:clae or FILE.py:baseline")
+  return variant == "clae"
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -176,6 +183,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   if config.train.batch_size <= 0 or config.train.batch_size % num_devices:
     fail("train.batch_size", f"{config.train.batch_size} is not a positive multiple of the "
          f"{num_devices} devices")
+  for key in ("log_every", "checkpoint_every"):
+    if config.train[key] <= 0:
+      fail(f"train.{key}", f"must be positive, got {config.train[key]}")
+  if config.eval.every < 0:
+    fail("eval.every", f"must be >= 0, got {config.eval.every}")
   if config.eval.features not in ("embedding", "backbone"):
     fail("eval.features", f"{config.eval.features!r}; choose 'embedding' or 'backbone'")
   if config.eval.batch_size % num_devices:

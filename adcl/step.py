@@ -73,6 +73,43 @@ def repeat_bn_update(old, new, times: int, momentum: float = ADV_MOMENTUM):
   return jax.tree.map(lambda o, n: momentum**times * o + scale * (n - momentum * o), old, new)
 
 
+def make_forward(model: nn.Module):
+  """`forward(params, batch_stats, x, use_adv_bn) -> (z, new_batch_stats)`, training mode."""
+
+  def forward(params, batch_stats, x, use_adv_bn: bool):
+    (_, z), updates = model.apply({"params": params, "batch_stats": batch_stats}, x,
+                                  train=True, adv=use_adv_bn, mutable=["batch_stats"])
+    return z, updates["batch_stats"]
+
+  return forward
+
+
+def adversarial_view(forward, params, batch_stats, x1: jax.Array, rng: jax.Array,
+                     config: ml_collections.ConfigDict, channels: int):
+  """The adversarial view of `x1` ([N, H, W, C]) with the adversarial BN (REFERENCE §2).
+
+  Returns (x_adv [N, H, W, C], loss at generation, batch_stats after generation).
+  """
+  adv, loss_of, tau = config.adv, losses.get(config.loss.name), config.loss.temperature
+  eps, pgd_step, (pixel_low, pixel_high) = attack_bounds(config, channels)
+
+  def attack_loss(x):
+    # Fused form: at delta = 0 the anchor f_adv(x1) and the perturbed f_adv(x1 + delta) are
+    # the same forward, so one pass and a stop_gradient anchor give the official gradient.
+    z, stats = forward(params, batch_stats, x, True)
+    value = loss_of(jax.lax.stop_gradient(z), z, tau)
+    return value, (value, stats)
+
+  if adv.method == "fgsm":
+    x_adv, (gen_loss, stats) = adversarial.fgsm(attack_loss, x1, eps, has_aux=True)
+    return x_adv, gen_loss, repeat_bn_update(batch_stats, stats, adv.gen_bn_updates)
+  # PGD: the iterates' statistics are not the training distribution; no BN update.
+  clip = (pixel_low, pixel_high) if adv.clip_to_pixel_range else None
+  x_adv = adversarial.pgd(lambda x: attack_loss(x)[0], x1, eps, adv.pgd_steps, pgd_step,
+                          adv.pgd_random_start, rng, clip)
+  return x_adv, attack_loss(x_adv)[0], batch_stats
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     config: ml_collections.ConfigDict, channels: int,
                     mesh: Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
@@ -81,34 +118,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   batch: {'view1', 'view2'}: [N, H, W, C] float32 normalised, sharded on `data`.
   metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
   """
-  loss_of = losses.get(config.loss.name)
-  tau = config.loss.temperature
-  adv = config.adv
-  eps, pgd_step, (pixel_low, pixel_high) = attack_bounds(config, channels)
-
-  def forward(params, batch_stats, x, use_adv_bn):
-    (_, z), updates = model.apply({"params": params, "batch_stats": batch_stats}, x,
-                                  train=True, adv=use_adv_bn, mutable=["batch_stats"])
-    return z, updates["batch_stats"]
-
-  def generate(params, batch_stats, x1, rng):
-    """x_adv from view 1 with the adversarial BN, and the BN stats after generation."""
-
-    def attack_loss(x):
-      # Fused form: at delta = 0 the anchor f_adv(x1) and the perturbed f_adv(x1 + delta) are
-      # the same forward, so one pass and a stop_gradient anchor give the official gradient.
-      z, stats = forward(params, batch_stats, x, True)
-      value = loss_of(jax.lax.stop_gradient(z), z, tau)
-      return value, (value, stats)
-
-    if adv.method == "fgsm":
-      x_adv, (gen_loss, stats) = adversarial.fgsm(attack_loss, x1, eps, has_aux=True)
-      return x_adv, gen_loss, repeat_bn_update(batch_stats, stats, adv.gen_bn_updates)
-    # PGD: the iterates' statistics are not the training distribution; no BN update.
-    clip = (pixel_low, pixel_high) if adv.clip_to_pixel_range else None
-    x_adv = adversarial.pgd(lambda x: attack_loss(x)[0], x1, eps, adv.pgd_steps, pgd_step,
-                            adv.pgd_random_start, rng, clip)
-    return x_adv, attack_loss(x_adv)[0], batch_stats
+  loss_of, tau, alpha = losses.get(config.loss.name), config.loss.temperature, config.adv.alpha
+  forward = make_forward(model)
 
   def objective(params, batch_stats, x1, x2, x_adv):
     """L(f(x1), f(x2)) + alpha * L(f(x1), f_adv(x_adv)); each view its own BN batch."""
@@ -119,14 +130,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       return clean, (batch_stats, clean, jnp.zeros_like(clean))
     z_adv, batch_stats = forward(params, batch_stats, x_adv, True)
     adv_term = loss_of(z1, z_adv, tau)
-    return clean + adv.alpha * adv_term, (batch_stats, clean, adv_term)
+    return clean + alpha * adv_term, (batch_stats, clean, adv_term)
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
     x1, x2 = batch["view1"], batch["view2"]
     batch_stats, x_adv, gen_loss = state.batch_stats, None, jnp.zeros(())
-    if adv.enabled:
-      x_adv, gen_loss, batch_stats = generate(state.params, batch_stats, x1, rng)
+    if config.adv.enabled:
+      x_adv, gen_loss, batch_stats = adversarial_view(forward, state.params, batch_stats, x1,
+                                                      rng, config, channels)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
     (loss, (batch_stats, clean, adv_term)), grads = grad_fn(
         state.params, batch_stats, x1, x2, x_adv)

@@ -4,6 +4,7 @@ Trains CLAE (or, with adv.enabled=False, its baseline) and writes checkpoints, m
 and TensorBoard events to DIR. A DIR that holds a checkpoint is resumed from its latest one.
 """
 
+import logging as pylogging
 import os
 import sys
 
@@ -103,7 +104,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not (log_now or eval_now or save_now):
       continue
     metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
+    if not all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm", "param_norm")):
       ckpt.wait()
       raise NonFiniteLoss(f"loss {metrics['loss']} / grad norm {metrics['grad_norm']} at step "
                           f"{step}: stopped; the last good checkpoint is step {last_saved} in "
@@ -123,7 +124,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return metrics
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Console: adcl's INFO lines (progress, resume); other libraries' warnings and errors only."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or f"{os.sep}adcl{os.sep}" in record.pathname
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _WORKDIR.value is None:

@@ -15,7 +15,8 @@ def get_config():
   c.data.source = "idx"
   c.data.name = "fashion_mnist"
   c.data.data_dir = DEBIAN_FASHION_MNIST
-  c.data.image_size = 28
+  # 20 px crops (the 28 px images resized): 3x the images/s of 28 px on 2 CPU cores.
+  c.data.image_size = 20
   c.data.mean, c.data.std = configs.NORMALIZATION["fashion_mnist"]
   # Milder crops than SimCLR's 0.08: a 28 px garment cropped to 8% keeps little of it.
   c.data.views.crop_scale = (0.3, 1.0)
@@ -31,10 +32,10 @@ def get_config():
   c.optim.weight_decay = 1e-6
   c.optim.decay_epochs = ()
   c.optim.decay_factors = ()
-  c.train.batch_size = 256
+  c.train.batch_size = 128
   c.train.num_epochs = 2
   c.train.log_every = 25
-  c.train.checkpoint_every = 200
+  c.train.checkpoint_every = 250
   c.eval.every = 0
   # Pooled trunk features: the projector is trained to be invariant to what kNN needs.
   c.eval.features = "backbone"

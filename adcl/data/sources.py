@@ -60,10 +60,14 @@ def load_tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndar
   """A TFDS split, whole, as numpy ([N, H, W, C] uint8, [N] int32)."""
   import tensorflow_datasets as tfds  # Heavy; imported where used.
 
-  arrays = tfds.as_numpy(tfds.load(name, split=split, data_dir=data_dir or None,
-                                   batch_size=-1, as_supervised=True))
-  images, labels = arrays
-  return np.asarray(images, np.uint8), np.asarray(labels, np.int32)
+  dataset = tfds.load(name, split=split, data_dir=data_dir or None, as_supervised=True)
+  # Batches of 4096 rather than batch_size=-1: the latter needs a known cardinality (it
+  # aborts the process under tfds.testing.mock_data).
+  parts = list(tfds.as_numpy(dataset.batch(4096)))
+  if not parts:
+    raise ValueError(f"TFDS {name!r} split {split!r} is empty")
+  images = np.concatenate([p[0] for p in parts]).astype(np.uint8)
+  return images, np.concatenate([p[1] for p in parts]).astype(np.int32)
 
 
 def load(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:

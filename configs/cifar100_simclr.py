@@ -1,0 +1,12 @@
+"""CLAE with the simclr loss on cifar100, the official script's recipe (REFERENCE §4).
+
+    python -m adcl.train --config configs/cifar100_simclr.py --workdir workdirs/cifar100_simclr
+    python -m adcl.train --config configs/cifar100_simclr.py:baseline --workdir workdirs/cifar100_simclr_baseline
+"""
+
+from adcl import configs
+
+
+def get_config(variant: str = "clae"):
+  """variant: 'clae' (with the attack) or 'baseline' (the same recipe without it)."""
+  return configs.paper_recipe("cifar100", "simclr", adversarial=configs.parse_variant(variant))

@@ -1,0 +1,12 @@
+"""CLAE with the uel loss on cifar10, the official script's recipe (REFERENCE §4).
+
+    python -m adcl.train --config configs/cifar10_uel.py --workdir workdirs/cifar10_uel
+    python -m adcl.train --config configs/cifar10_uel.py:baseline --workdir workdirs/cifar10_uel_baseline
+"""
+
+from adcl import configs
+
+
+def get_config(variant: str = "clae"):
+  """variant: 'clae' (with the attack) or 'baseline' (the same recipe without it)."""
+  return configs.paper_recipe("cifar10", "uel", adversarial=configs.parse_variant(variant))

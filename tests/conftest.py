@@ -1,0 +1,70 @@
+"""Test setup: 8 simulated CPU devices (set before jax is imported) and tiny data on disk."""
+
+import gzip
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from adcl import configs
+
+
+def write_idx(path: str, array: np.ndarray, compress: bool = True) -> None:
+  """An unsigned-byte IDX file (MNIST format) holding `array`."""
+  header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+      int(d).to_bytes(4, "big") for d in array.shape)
+  opener = gzip.open if compress else open
+  with opener(path + (".gz" if compress else ""), "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_idx_dataset(directory, num_train=64, num_test=40, size=12, seed=0) -> str:
+  """A tiny 10-class IDX dataset whose classes differ in brightness pattern."""
+  rng = np.random.default_rng(seed)
+  os.makedirs(directory, exist_ok=True)
+  for split, n, stems in (("train", num_train, ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")),
+                          ("test", num_test, ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))):
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 60, (n, size, size)) + (labels * 19)[:, None, None]
+    write_idx(os.path.join(directory, stems[0]), images)
+    write_idx(os.path.join(directory, stems[1]), labels)
+  return str(directory)
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+  return write_idx_dataset(tmp_path / "idx")
+
+
+def tiny_config(data_dir: str) -> "ml_collections.ConfigDict":
+  """A config that trains a 4-channel ResNet on 8 px crops of the tiny IDX set in seconds."""
+  c = configs.base()
+  c.data.source = "idx"
+  c.data.name = "tiny"
+  c.data.data_dir = data_dir
+  c.data.image_size = 8
+  c.data.mean, c.data.std = (0.3,), (0.3,)
+  c.model.architecture = "resnet_small"
+  c.model.width = 4
+  c.model.projector = (16, 8)
+  c.loss.name = "simclr"
+  c.loss.temperature = 0.5
+  c.optim.name = "sgd"
+  c.optim.lr = 0.05
+  c.train.batch_size = 16
+  c.train.num_steps = 4
+  c.train.log_every = 2
+  c.train.checkpoint_every = 2
+  c.eval.every = 0
+  c.eval.knn_k = 10
+  c.eval.batch_size = 16
+  return c
+
+
+@pytest.fixture
+def tiny(idx_dir):
+  return tiny_config(idx_dir)

@@ -1,0 +1,122 @@
+"""The compiled step: fused generation = official two-forward form, sharding invariance,
+the baseline switch, which passes touch which BN statistics, one compilation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from adcl import losses, models, step as step_lib
+from conftest import tiny_config
+
+
+def setup(config, num_devices=1):
+  mesh = step_lib.data_mesh(jax.devices()[:num_devices])
+  model = models.from_config(config.model)
+  tx = optax.sgd(0.05, momentum=0.9)
+  state = jax.device_put(step_lib.create_train_state(model, tx, 0, (8, 8, 3)),
+                         NamedSharding(mesh, P()))
+  return mesh, model, tx, state
+
+
+def batches(count, n=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{k: rng.normal(size=(n, 8, 8, 3)).astype(np.float32) for k in ("view1", "view2")}
+          for _ in range(count)]
+
+
+def run_steps(config, num_devices, data):
+  mesh, model, tx, state = setup(config, num_devices)
+  train_step = step_lib.make_train_step(model, tx, config, 3, mesh)
+  sharding = NamedSharding(mesh, P("data"))
+  for batch in data:
+    state, metrics = train_step(state, jax.device_put(batch, sharding))
+  return jax.device_get((state.params, state.batch_stats, metrics)), train_step
+
+
+@pytest.fixture
+def config(tmp_path):
+  c = tiny_config(str(tmp_path))
+  c.data.mean, c.data.std = (0.5,), (0.5,)
+  return c
+
+
+@pytest.mark.parametrize("loss_name", ["plain", "simclr", "uel"])
+def test_fused_generation_equals_official_two_forward_form(config, loss_name):
+  config.loss.name = loss_name
+  _, model, _, state = setup(config)
+  forward = step_lib.make_forward(model)
+  x1 = jnp.asarray(batches(1)[0]["view1"])
+  loss_of, tau, eps = losses.get(loss_name), config.loss.temperature, config.adv.eps
+
+  # The official gen_adv: an anchor forward of x1, then a forward of x1 + delta, both with the
+  # adversarial BN in training mode; delta = eps * sign(grad at delta = 0).
+  anchor, stats = forward(state.params, state.batch_stats, x1, True)
+
+  def official(delta):
+    perturbed, new_stats = forward(state.params, stats, x1 + delta, True)
+    return loss_of(anchor, perturbed, tau), new_stats
+
+  grad, official_stats = jax.grad(official, has_aux=True)(jnp.zeros_like(x1))
+  official_x_adv = x1 + eps * jnp.sign(grad)
+
+  x_adv, _, fused_stats = step_lib.adversarial_view(forward, state.params, state.batch_stats,
+                                                   x1, jax.random.PRNGKey(0), config, 3)
+  np.testing.assert_array_equal(np.asarray(x_adv), np.asarray(official_x_adv))
+  assert float(jnp.max(jnp.abs(x_adv - x1))) == pytest.approx(eps, rel=1e-5)
+  chex_leaves = zip(jax.tree.leaves(fused_stats), jax.tree.leaves(official_stats))
+  for fused, reference in chex_leaves:
+    np.testing.assert_allclose(fused, reference, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("num_devices", [4, 8])
+def test_sharded_step_equals_single_device_step(config, num_devices):
+  data = batches(2)
+  (params_1, stats_1, metrics_1), _ = run_steps(config, 1, data)
+  (params_n, stats_n, metrics_n), _ = run_steps(config, num_devices, data)
+  for a, b in zip(jax.tree.leaves((params_1, stats_1)), jax.tree.leaves((params_n, stats_n))):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  for key in ("loss", "loss_clean", "loss_adv", "loss_gen"):
+    np.testing.assert_allclose(metrics_1[key], metrics_n[key], rtol=1e-5)
+
+
+def test_baseline_switch_and_batch_norm_bookkeeping(config):
+  data = batches(1)
+  _, _, _, initial = setup(config)
+  initial_stats = jax.device_get(initial.batch_stats)
+  for enabled in (False, True):
+    config.adv.enabled = enabled
+    (_, stats, metrics), _ = run_steps(config, 1, data)
+    stem = lambda s, which: s["encoder"]["stem_bn"][which]["mean"]
+    # The clean set always moves (two clean forwards); the adversarial set only with the attack.
+    assert not np.allclose(stem(stats, "clean"), stem(initial_stats, "clean"))
+    assert np.allclose(stem(stats, "adv"), stem(initial_stats, "adv")) != enabled
+    if enabled:
+      assert metrics["loss"] == pytest.approx(metrics["loss_clean"] + metrics["loss_adv"], rel=1e-6)
+      assert metrics["loss_gen"] > 0
+    else:
+      assert metrics["loss_adv"] == 0 and metrics["loss"] == metrics["loss_clean"]
+
+
+def test_step_compiles_once(config):
+  _, train_step = run_steps(config, 2, batches(3))
+  assert train_step._cache_size() == 1
+
+
+def test_pgd_in_the_step_keeps_the_ball(config):
+  config.adv.method = "pgd"
+  config.adv.pgd_steps = 2
+  config.adv.clip_to_pixel_range = True
+  (params, _, metrics), _ = run_steps(config, 1, batches(1))
+  assert np.isfinite(metrics["loss"]) and metrics["loss_adv"] > 0
+
+
+def test_repeat_bn_update_matches_repeated_ema():
+  old, batch_mean, m = np.array([0.3, -1.0]), np.array([2.0, 0.5]), 0.99
+  once = m * old + (1 - m) * batch_mean
+  twice = m * once + (1 - m) * batch_mean
+  np.testing.assert_allclose(step_lib.repeat_bn_update(old, once, 2, m), twice, rtol=1e-12)
+  np.testing.assert_allclose(step_lib.repeat_bn_update(old, once, 1, m), once, rtol=1e-12)
+  np.testing.assert_allclose(step_lib.repeat_bn_update(old, once, 0, m), old)

@@ -1,0 +1,141 @@
+"""The training loop: exact resume, the CLI end to end, bad input that loses nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from adcl import checkpoints, configs, train
+from adcl.data import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def final_params(workdir):
+  state = checkpoints.Checkpoints(workdir).restore_raw()
+  return state["params"], int(state["step"])
+
+
+def test_resume_gives_the_same_parameters_as_one_run(tiny, tmp_path):
+  tiny.train.num_steps = 6
+  tiny.train.checkpoint_every = 3
+  train.run(tiny, str(tmp_path / "straight"))
+  # Stop after 3 steps (a shorter schedule whose end is the checkpoint), then resume to 6.
+  stopped = tiny.copy_and_resolve_references()
+  stopped.train.num_steps = 3
+  train.run(stopped, str(tmp_path / "resumed"))
+  train.run(tiny, str(tmp_path / "resumed"))
+  straight, step_a = final_params(str(tmp_path / "straight"))
+  resumed, step_b = final_params(str(tmp_path / "resumed"))
+  assert step_a == step_b == 6
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  lines = [json.loads(l) for l in open(tmp_path / "resumed" / "metrics.jsonl")]
+  assert [l["step"] for l in lines] == [2, 3, 4, 6]  # Both runs' lines are kept.
+
+
+def run_cli(*args, env_extra=None):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(env_extra or {})
+  return subprocess.run([sys.executable, "-m", "adcl.train", *args], capture_output=True,
+                        text=True, cwd=REPO, env=env, timeout=600)
+
+
+def write_config(tmp_path, idx_dir, **overrides):
+  """A config file for the CLI: the tiny test config with `overrides` (dotted keys)."""
+  lines = ["import sys", f"sys.path.insert(0, {os.path.join(REPO, 'tests')!r})",
+           "from conftest import tiny_config", "def get_config():",
+           f"  c = tiny_config({idx_dir!r})"]
+  lines += [f"  c.{key} = {value!r}" for key, value in overrides.items()]
+  lines.append("  return c")
+  path = tmp_path / "config.py"
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+def test_cli_end_to_end(tmp_path, idx_dir):
+  workdir = tmp_path / "run"
+  result = run_cli("--config", write_config(tmp_path, idx_dir), "--workdir", str(workdir),
+                   "--config.train.num_steps=4", "--config.eval.every=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  assert [l["step"] for l in lines] == [2, 4]
+  assert all({"step", "loss", "loss_clean", "loss_adv", "knn_top1", "images_per_s"} <= set(l)
+             for l in lines)
+  assert 0 <= lines[-1]["knn_top1"] <= 100
+  assert os.listdir(workdir / "tensorboard")
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+  # Starting again on the same workdir resumes (and, at the end already, trains no step).
+  again = run_cli("--config", write_config(tmp_path, idx_dir), "--workdir", str(workdir),
+                  "--config.train.num_steps=4")
+  assert again.returncode == 0 and "Resuming from" in again.stderr
+
+
+def test_unknown_config_key_is_named(tmp_path, idx_dir):
+  result = run_cli("--config", write_config(tmp_path, idx_dir), "--workdir", str(tmp_path / "w"),
+                   "--config.train.batchsize=8")
+  assert result.returncode != 0
+  assert "batchsize" in result.stderr
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("data.source", "tfds", "config.data.name: 'tiny' is not a TFDS dataset"),
+    ("train.batch_size", 12, "config.train.batch_size: 12 is not a positive multiple of the 8 devices"),
+    ("adv.eps", -0.1, "config.adv.eps: must be >= 0"),
+    ("data.data_dir", "/nonexistent/fmnist", "IDX directory '/nonexistent/fmnist' does not exist"),
+])
+def test_bad_values_fail_before_compiling(tiny, tmp_path, key, value, message):
+  section, name = key.split(".")
+  tiny[section][name] = value
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    train.run(tiny, str(tmp_path / "w"))
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(tiny, tmp_path):
+  workdir = str(tmp_path / "w")
+  tiny.train.num_steps = 2
+  train.run(tiny, workdir)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints", "2")))
+  metrics_before = open(os.path.join(workdir, "metrics.jsonl")).read()
+  tiny.model.width = 8
+  tiny.train.num_steps = 4
+  with pytest.raises(ValueError, match=r"model.width \(checkpoint 4, config 8\)"):
+    train.run(tiny, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "2"))) == before
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]
+  assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics_before
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+  workdir = str(tmp_path / "w")
+  tiny.train.num_steps = 8
+  tiny.train.checkpoint_every = 2
+  tiny.train.log_every = 1
+  real_batches = pipeline.train_batches
+
+  def batches_with_a_nan_at_step_5(*args, **kwargs):
+    for index, batch in enumerate(real_batches(*args, **kwargs)):
+      if index == 4:  # The batch of step 5 (steps count from 1).
+        batch = {**batch, "view1": np.full_like(batch["view1"], np.nan)}
+      yield batch
+
+  monkeypatch.setattr(pipeline, "train_batches", batches_with_a_nan_at_step_5)
+  with pytest.raises(train.NonFiniteLoss, match="at step 5: stopped; the last good checkpoint "
+                     "is step 4"):
+    train.run(tiny, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  params, step = final_params(workdir)
+  assert step == 4 and all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+
+
+def test_paper_recipes_are_valid():
+  for dataset in ("cifar10", "cifar100"):
+    for method in ("plain", "uel", "simclr"):
+      c = configs.paper_recipe(dataset, method)
+      configs.validate(c, 8)
+      assert c.loss.temperature == {"plain": 0.1, "uel": 0.1, "simclr": 0.5}[method]
