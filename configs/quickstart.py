@@ -3,7 +3,7 @@
     python -m adcl.train --config configs/quickstart.py --workdir workdirs/quickstart
 
 Reads the IDX files of Debian's `dataset-fashion-mnist` package (offline); with internet
-instead, add `--config.data.source=tfds`. About 5 minutes on 2 CPU cores.
+instead, add `--config.data.source=tfds`. About 8 minutes on 2 CPU cores.
 """
 
 from adcl import configs
@@ -19,23 +19,25 @@ def get_config():
   c.data.image_size = 20
   c.data.mean, c.data.std = configs.NORMALIZATION["fashion_mnist"]
   # Milder crops than SimCLR's 0.08: a 28 px garment cropped to 8% keeps little of it.
-  c.data.views.crop_scale = (0.3, 1.0)
+  c.data.views.crop_scale = (0.4, 1.0)
   c.data.views.jitter = (0.4, 0.4, 0.0, 0.0)  # Saturation and hue do nothing on grey images.
   c.data.views.jitter_prob = 0.8
   c.model.architecture = "resnet_small"
   c.model.width = 16
   c.model.projector = (128, 64)
   c.loss.name = "simclr"
-  c.loss.temperature = 0.5
+  # tau 0.2 and lr 2e-3 at batch 64: 80.7% kNN after one epoch, against 79.9% for tau 0.1 /
+  # lr 3e-3 (same command, one run each; the README lists them).
+  c.loss.temperature = 0.2
   c.optim.name = "adam"
-  c.optim.lr = 1e-3
+  c.optim.lr = 2e-3
   c.optim.weight_decay = 1e-6
   c.optim.decay_epochs = ()
   c.optim.decay_factors = ()
-  c.train.batch_size = 128
+  c.train.batch_size = 64  # More updates per epoch; images/s is the same as at 128 here.
   c.train.num_epochs = 2
-  c.train.log_every = 25
-  c.train.checkpoint_every = 250
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
   c.eval.every = 0
   # Pooled trunk features: the projector is trained to be invariant to what kNN needs.
   c.eval.features = "backbone"
