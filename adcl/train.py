@@ -139,11 +139,30 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   try:
     run(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, NonFiniteLoss) as error:
-    print(f"adcl.train: error: {error}", file=sys.stderr)
+  except (ValueError, OSError, NonFiniteLoss) as error:
+    # OSError includes a config file that failed to load (config_flags loads it lazily).
+    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+    print(f"adcl.train: error: {' '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)}",
+          file=sys.stderr)
     sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with a bad --config.KEY override reported in one line (config_flags
+  raises a bare AttributeError/KeyError with a traceback otherwise)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    # A config file that raises while loading: its first line and its cause, not the traceback.
+    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+    cause = f" {lines[-1]}" if len(lines) > 1 else ""
+    print(f"adcl.train: error: {lines[0]}{cause}", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    message = str(error).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+    print(f"adcl.train: error: bad config override: {message}", file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -79,8 +79,13 @@ def test_unknown_config_key_is_named(tmp_path, idx_dir):
   result = run_cli("--config", write_config(tmp_path, idx_dir), "--workdir", str(tmp_path / "w"),
                    "--config.train.batchsize=8")
   assert result.returncode != 0
-  assert "batchsize" in result.stderr
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith("adcl.train: error:") and "batchsize" in last_line
+  assert "Traceback" not in result.stderr
   assert not (tmp_path / "w").exists()
+  missing = run_cli("--config", str(tmp_path / "missing.py"), "--workdir", str(tmp_path / "w"))
+  assert missing.returncode != 0 and "missing.py" in missing.stderr.strip().splitlines()[-1]
+  assert "Traceback" not in missing.stderr
 
 
 @pytest.mark.parametrize("key,value,message", [

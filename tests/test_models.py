@@ -1,0 +1,52 @@
+"""The encoders: exact parameter counts of the standard nets, both stems, the BN pair."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from adcl.models import ContrastiveModel
+
+
+def trunk_parameter_count(architecture, stem, size, width=64):
+  """Encoder parameters without the adversarial BN copies (shapes only: nothing is run)."""
+  model = ContrastiveModel(architecture, width, stem, (128,))
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                jnp.zeros((1, size, size, 3)), train=True))
+  flat = traverse_util.flatten_dict(variables["params"]["encoder"])
+  return sum(int(np.prod(v.shape)) for k, v in flat.items() if "adv" not in k)
+
+
+@pytest.mark.parametrize("architecture,stem,size,expected", [
+    # The CIFAR ResNet-18 of the official code (kuangliu layout) without its classifier.
+    ("resnet18", "cifar", 32, 11_168_832),
+    # torchvision's resnet18 / resnet34 / resnet50 without the fc layer.
+    ("resnet18", "imagenet", 64, 11_176_512),
+    ("resnet34", "imagenet", 64, 21_284_672),
+    ("resnet50", "imagenet", 64, 23_508_032),
+])
+def test_parameter_counts_match_the_reference_nets(architecture, stem, size, expected):
+  assert trunk_parameter_count(architecture, stem, size) == expected
+
+
+def test_width_multiplier_scales_channels():
+  model = ContrastiveModel("resnet_small", 8, "cifar", (16,))
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=True)
+  (h, z), _ = model.apply(variables, jnp.ones((2, 8, 8, 3)), train=True, mutable=["batch_stats"])
+  assert h.shape == (2, 64) and z.shape == (2, 16)
+  np.testing.assert_allclose(jnp.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+
+
+def test_clean_and_adversarial_batch_norm_are_separate():
+  model = ContrastiveModel("resnet_small", 4, "cifar", (8,))
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
+  variables = model.init(jax.random.PRNGKey(0), x, train=True)
+  stem = variables["params"]["encoder"]["stem_bn"]
+  assert set(stem) == {"clean", "adv"}
+  # Changing the adversarial scale changes only the adversarial path.
+  edited = jax.tree_util.tree_map(lambda a: a, variables)
+  edited["params"]["encoder"]["stem_bn"]["adv"]["scale"] = stem["adv"]["scale"] * 3.0
+  run = lambda v, adv: model.apply(v, x, train=False, adv=adv)[0]
+  np.testing.assert_array_equal(run(variables, False), run(edited, False))
+  assert not np.allclose(run(variables, True), run(edited, True))
