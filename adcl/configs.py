@@ -25,13 +25,17 @@ NORMALIZATION = {
 # saturation, hue) strengths as in torchvision's ColorJitter.
 VIEW_RECIPES = {
     "simclr": dict(crop_scale=(0.08, 1.0), flip=True, jitter=(0.8, 0.8, 0.8, 0.2),
-                   jitter_prob=0.8, gray_prob=0.2),
+                   jitter_prob=0.8, gray_prob=0.2, blur_prob=0.0),
     "uel": dict(crop_scale=(0.2, 1.0), flip=True, jitter=(0.4, 0.4, 0.4, 0.4),
-                jitter_prob=1.0, gray_prob=0.2),
+                jitter_prob=1.0, gray_prob=0.2, blur_prob=0.0),
+    # SimCLR's ImageNet recipe for >= 64 px inputs: the CIFAR one plus Gaussian blur
+    # (p 0.5, kernel 10% of the side, sigma 0.1-2.0).
+    "simclr_blur": dict(crop_scale=(0.08, 1.0), flip=True, jitter=(0.8, 0.8, 0.8, 0.2),
+                        jitter_prob=0.8, gray_prob=0.2, blur_prob=0.5),
 }
 
 OPTIMIZERS = ("sgd", "adam", "lars")
-SOURCES = ("tfds", "idx")
+SOURCES = ("tfds", "idx", "npz", "folder")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -40,11 +44,17 @@ def base() -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds parameters, data order, views and attack randomness.
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "tfds"  # 'tfds' (any TFDS builder by name) or 'idx' (MNIST-format files).
-  c.data.name = "cifar10"  # TFDS builder name, or a label for an 'idx' directory.
-  c.data.data_dir = ""  # TFDS data_dir, or the folder of the IDX files; '' = TFDS default.
-  c.data.train_split = "train"
+  # 'tfds' (any TFDS builder by name), 'idx' (MNIST-format files), 'npz' (DIR/SPLIT.npz with
+  # x, y) or 'folder' (DIR/SPLIT/<class>/..., or tiny ImageNet's val/val_annotations.txt).
+  c.data.source = "tfds"
+  c.data.name = "cifar10"  # TFDS builder name, or a label for a local source.
+  c.data.data_dir = ""  # TFDS data_dir, or the local source's folder; '' = TFDS default.
+  c.data.train_split = "train"  # Split names (TFDS splits, NPZ file stems, folder names).
   c.data.test_split = "test"
+  c.data.load_size = 0  # 'folder' only: resize images to this side on loading (0 = keep).
+  # Held-out validation split carved from train (seeded); 0 = none, train uses every image.
+  c.data.val_fraction = 0.0
+  c.data.val_seed = 0
   c.data.image_size = 32  # Side of the crops fed to the encoder.
   c.data.mean = NORMALIZATION["cifar10"][0]  # Per-channel normalisation, in [0, 1] units.
   c.data.std = NORMALIZATION["cifar10"][1]
@@ -150,6 +160,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   if config.data.source == "idx" and not os.path.isdir(config.data.data_dir):
     fail("data.data_dir", f"IDX directory {config.data.data_dir!r} does not exist "
          "(Debian: apt-get install dataset-fashion-mnist; or use --config.data.source=tfds)")
+  if config.data.source in ("npz", "folder") and not os.path.isdir(config.data.data_dir):
+    fail("data.data_dir", f"{config.data.source} directory {config.data.data_dir!r} does not exist")
   if config.data.source == "tfds" and config.data.data_dir and not (
       config.data.data_dir.startswith("gs://") or os.path.isdir(config.data.data_dir)):
     fail("data.data_dir", f"TFDS data directory {config.data.data_dir!r} does not exist")

@@ -110,3 +110,93 @@ def test_normalization_broadcast_and_mismatch(tiny):
   tiny.data.mean, tiny.data.std = (0.1, 0.2, 0.3), (0.2, 0.2, 0.2)
   with pytest.raises(ValueError, match="config.data.mean has 3 entries but the images have 1"):
     pipeline.normalization(tiny.data, 1)
+
+
+def test_npz_source_and_its_errors(tmp_path, tiny):
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "train.npz", x=rng.integers(0, 255, (20, 10, 10, 3), dtype=np.uint8),
+           y=rng.integers(0, 4, 20))
+  tiny.data.source, tiny.data.data_dir = "npz", str(tmp_path)
+  images, labels = sources.load(tiny.data, "train")
+  assert images.shape == (20, 10, 10, 3) and labels.dtype == np.int32
+  np.savez(tmp_path / "test.npz", images=np.zeros((2, 4, 4), np.uint8), y=np.zeros(2))
+  with pytest.raises(ValueError, match="test.npz: no array 'x'"):
+    sources.load(tiny.data, "test")
+  tiny.data.test_split = "missing"
+  with pytest.raises(FileNotFoundError, match="missing.npz: no such NPZ file"):
+    sources.load(tiny.data, "test")
+
+
+def write_tiny_imagenet(root, classes=("n01", "n02", "n03"), per_class=4, val=5, size=8):
+  """The tiny ImageNet layout: train/<wnid>/images/*.JPEG, val/images + val_annotations.txt."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for c in classes:
+    os.makedirs(root / "train" / c / "images")
+    for i in range(per_class):
+      Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+          root / "train" / c / "images" / f"{c}_{i}.JPEG")
+  os.makedirs(root / "val" / "images")
+  with open(root / "val" / "val_annotations.txt", "w") as f:
+    for i in range(val):
+      Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+          root / "val" / "images" / f"val_{i}.JPEG")
+      f.write(f"val_{i}.JPEG\t{classes[i % len(classes)]}\t0\t0\t8\t8\n")
+
+
+def test_folder_source_in_the_tiny_imagenet_layout(tmp_path):
+  write_tiny_imagenet(tmp_path)
+  images, labels = sources.load_folder(str(tmp_path), "train")
+  assert images.shape == (12, 8, 8, 3) and sorted(set(labels)) == [0, 1, 2]
+  val_images, val_labels = sources.load_folder(str(tmp_path), "val")
+  assert val_images.shape == (5, 8, 8, 3) and list(val_labels) == [0, 1, 2, 0, 1]
+  resized, _ = sources.load_folder(str(tmp_path), "val", size=6)
+  assert resized.shape == (5, 6, 6, 3)
+
+
+def test_folder_source_errors_name_the_file(tmp_path):
+  write_tiny_imagenet(tmp_path)
+  (tmp_path / "train" / "n02" / "images" / "n02_1.JPEG").write_bytes(b"not an image")
+  with pytest.raises(ValueError, match="n02_1.JPEG: not a readable image"):
+    sources.load_folder(str(tmp_path), "train")
+  os.makedirs(tmp_path / "empty" / "train" / "a")
+  with pytest.raises(ValueError, match="no images"):
+    sources.load_folder(str(tmp_path / "empty"), "train")
+  with pytest.raises(FileNotFoundError, match="no 'train' folder"):
+    sources.load_folder(str(tmp_path / "nowhere"), "train")
+
+
+def test_blur_probability_and_that_it_smooths():
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.uniform(size=(2000, 16, 16, 1)), tf.float32)
+  out = augment.gaussian_blur(x, tf.constant([5, 6]), prob=0.5).numpy()
+  blurred = np.abs(out - x.numpy()).max(axis=(1, 2, 3)) > 1e-6
+  assert 0.46 < blurred.mean() < 0.54
+  # Blur lowers the pixel variance and keeps the mean (a normalised kernel).
+  assert out[blurred].var() < x.numpy()[blurred].var()
+  np.testing.assert_allclose(out[blurred].mean(), x.numpy()[blurred].mean(), atol=5e-3)
+
+
+def test_validation_split_is_seeded_and_disjoint_from_train(tiny):
+  tiny.data.val_fraction = 0.25
+  train_x, train_y = sources.load(tiny.data, "train")
+  val_x, val_y = sources.load(tiny.data, "val")
+  assert len(train_x) == 48 and len(val_x) == 16
+  full = sources.load_idx(tiny.data.data_dir, "train")[0].reshape(64, -1)
+  rows = lambda x: {r.tobytes() for r in x.reshape(len(x), -1)}
+  assert rows(train_x) | rows(val_x) == rows(full) and not rows(train_x) & rows(val_x)
+  np.testing.assert_array_equal(sources.load(tiny.data, "val")[0], val_x)
+
+
+def test_process_shards_are_disjoint_and_cover_each_epoch(tiny):
+  # Identity views (no crop randomness): each batch row is an input image, recognisable.
+  tiny.data.views.crop_scale, tiny.data.views.flip = (1.0, 1.0), False
+  tiny.data.views.jitter_prob, tiny.data.image_size = 0.0, 12
+  tiny.data.mean, tiny.data.std = (0.0,), (1 / 255,)
+  images = np.random.default_rng(0).permutation(64 * 144).reshape(64, 12, 12, 1) % 251
+  images = images.astype(np.uint8)
+  seen = []
+  for process in (0, 1):
+    for batch in pipeline.train_batches(images, tiny, 0, 4, process, 2):  # One epoch.
+      seen += [np.rint(v).astype(np.uint8).tobytes() for v in batch["view1"]]
+  assert len(seen) == 64 and set(seen) == {im.tobytes() for im in images}

@@ -7,7 +7,8 @@ gives the same views on every run and a resumed run sees what an uninterrupted o
 Per image, in the official order: RandomResizedCrop(scale, ratio 3/4-4/3) -> horizontal flip
 (p 0.5) -> ColorJitter(brightness, contrast, saturation, hue) applied with `jitter_prob`, its
 four ops in a random order per image (as torchvision) -> grayscale with `gray_prob` ->
-normalise. One-channel images skip saturation, hue and grayscale (they are no-ops there).
+Gaussian blur with `blur_prob` (the >= 64 px recipe) -> normalise. One-channel images skip
+saturation, hue and grayscale (they are no-ops there).
 """
 
 import math
@@ -93,10 +94,35 @@ def color_jitter(x, seed, strengths, prob: float) -> tf.Tensor:
   return tf.where(apply, out, x)
 
 
+def gaussian_blur(x, seed, prob: float, sigma_range=(0.1, 2.0), kernel_fraction=0.1):
+  """SimCLR's blur: with `prob` per image, a Gaussian of sigma ~ U(sigma_range) pixels and a
+  kernel of `kernel_fraction` of the image side (odd). Separable, vectorised over the batch
+  (one sigma per image). x: [B, H, W, C] in [0, 1]."""
+  batch, size = tf.shape(x)[0], x.shape[1]
+  radius = max(1, int(size * kernel_fraction) // 2)
+  s = tf.random.experimental.stateless_split(seed, 2)
+  sigma = _uniform(s[0], [batch, 1], sigma_range[0], sigma_range[1])
+  offsets = tf.range(-radius, radius + 1, dtype=tf.float32)[None, :]
+  kernel = tf.exp(-0.5 * tf.square(offsets / sigma))
+  kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)  # [B, 2r+1]
+
+  def blur_axis(y, axis):
+    paddings = [[0, 0]] * 4
+    paddings[axis] = [radius, radius]
+    padded = tf.pad(y, paddings, mode="REFLECT")
+    length = tf.shape(y)[axis]
+    taps = [tf.gather(padded, tf.range(i, i + length), axis=axis) for i in range(2 * radius + 1)]
+    return tf.einsum("kbhwc,bk->bhwc", tf.stack(taps), kernel)
+
+  blurred = blur_axis(blur_axis(x, 1), 2)
+  apply = _uniform(s[1], [batch, 1, 1, 1], 0.0, 1.0) < prob
+  return tf.where(apply, blurred, x)
+
+
 def one_view(images: tf.Tensor, seed, views: ml_collections.ConfigDict, size: int) -> tf.Tensor:
   """One augmented view in [0, 1]: images uint8 [B, H, W, C] -> float32 [B, size, size, C]."""
   batch, channels = tf.shape(images)[0], images.shape[-1]
-  s = tf.random.experimental.stateless_split(seed, 4)
+  s = tf.random.experimental.stateless_split(seed, 5)
   x = tf.cast(images, tf.float32) / 255.0
   boxes = random_resized_crop_boxes(s[0], batch, tuple(views.crop_scale))
   x = tf.image.crop_and_resize(x, boxes, tf.range(batch), (size, size), method="bilinear")
@@ -108,6 +134,8 @@ def one_view(images: tf.Tensor, seed, views: ml_collections.ConfigDict, size: in
   if channels == 3 and views.gray_prob > 0:
     to_gray = _uniform(s[3], [batch, 1, 1, 1], 0.0, 1.0) < views.gray_prob
     x = tf.where(to_gray, tf.tile(_grayscale(x), [1, 1, 1, 3]), x)
+  if views.get("blur_prob", 0.0) > 0:
+    x = gaussian_blur(x, s[4], views.blur_prob)
   return x
 
 

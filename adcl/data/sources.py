@@ -1,4 +1,4 @@
-"""Where images come from: TFDS by name, or MNIST-format IDX files on disk.
+"""Where images come from: TFDS by name, MNIST-format IDX files, NPZ arrays, image folders.
 
 Every source returns `(images, labels)`: uint8 [N, H, W, C] and int32 [N], held in host
 memory (CIFAR-10 is 150 MB, Fashion-MNIST 47 MB). Streaming sources for larger sets belong
@@ -70,9 +70,117 @@ def load_tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndar
   return images, np.concatenate([p[1] for p in parts]).astype(np.int32)
 
 
+def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """An NPZ file with `x` (uint8 [N, H, W] or [N, H, W, C]) and `y` ([N] integer labels)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such NPZ file (config.data.data_dir)")
+  with np.load(path) as arrays:
+    missing = [k for k in ("x", "y") if k not in arrays.files]
+    if missing:
+      raise ValueError(f"{path}: no array {missing[0]!r} (it holds {sorted(arrays.files)}); "
+                       "an NPZ source needs 'x' (images) and 'y' (labels)")
+    images, labels = arrays["x"], arrays["y"]
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[0] != labels.shape[0]:
+    raise ValueError(f"{path}: x has shape {images.shape} and y {labels.shape}; expected "
+                     "[N, H, W(, C)] and [N]")
+  if images.dtype != np.uint8:
+    raise ValueError(f"{path}: x is {images.dtype}; store uint8 pixels in [0, 255]")
+  return images, labels.astype(np.int32)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def _read_image(path: str, size: int) -> np.ndarray:
+  """RGB uint8 [H, W, 3] (resized to size x size if size > 0); a clear error if corrupt."""
+  from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib.
+
+  try:
+    with Image.open(path) as image:
+      image = image.convert("RGB")
+      if size:
+        image = image.resize((size, size), Image.BILINEAR)
+      return np.asarray(image, np.uint8)
+  except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    raise ValueError(f"{path}: not a readable image ({error})") from error
+
+
+def _images_under(directory: str) -> list[str]:
+  paths = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names
+           if name.lower().endswith(IMAGE_SUFFIXES)]
+  return sorted(paths)
+
+
+def _stack(paths: list[str], size: int, where: str) -> np.ndarray:
+  images = [_read_image(p, size) for p in paths]
+  shapes = {im.shape for im in images}
+  if len(shapes) > 1:
+    raise ValueError(f"{where}: images of several sizes {sorted(shapes)[:3]}...; set "
+                     "config.data.load_size to resize them on loading")
+  return np.stack(images)
+
+
+def load_folder(directory: str, split: str, size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """An image folder: `directory/train/<class>/**/image`, and for the other splits either the
+  same layout or tiny ImageNet's `directory/val/images/*` with `val/val_annotations.txt`
+  (file name, tab, class). Classes are the sorted sub-folders of `train`."""
+  train_dir = os.path.join(directory, "train")
+  if not os.path.isdir(train_dir):
+    raise FileNotFoundError(f"{directory}: no 'train' folder (config.data.data_dir)")
+  classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+  if not classes:
+    raise ValueError(f"{train_dir}: no class sub-folders")
+  split_dir = os.path.join(directory, split)
+  annotations = os.path.join(split_dir, "val_annotations.txt")
+  if os.path.exists(annotations):
+    index = {c: i for i, c in enumerate(classes)}
+    paths, labels = [], []
+    with open(annotations) as f:
+      for line_number, line in enumerate(f, 1):
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) < 2 or fields[1] not in index:
+          raise ValueError(f"{annotations}:{line_number}: expected 'file<TAB>class' with a class "
+                           f"of {train_dir}, got {line.strip()!r}")
+        paths.append(os.path.join(split_dir, "images", fields[0]))
+        labels.append(index[fields[1]])
+  else:
+    if not os.path.isdir(split_dir):
+      raise FileNotFoundError(f"{directory}: no {split!r} folder")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+      found = _images_under(os.path.join(split_dir, name))
+      paths += found
+      labels += [label] * len(found)
+  if not paths:
+    raise ValueError(f"{split_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+  return _stack(paths, size, split_dir), np.asarray(labels, np.int32)
+
+
 def load(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """`split` ('train' or 'test', mapped to the configured split names) of the configured source."""
+  """`split` of the configured source: 'train', 'test', or 'val' (a seeded `val_fraction` of
+  the training split, which 'train' then excludes)."""
+  if split not in ("train", "val", "test"):
+    raise ValueError(f"split {split!r}; choose 'train', 'val' or 'test'")
+  if split == "test" or (split == "train" and not data_config.val_fraction):
+    return _load_split(data_config, split)
+  if not 0 < data_config.val_fraction < 1:
+    raise ValueError(f"config.data.val_fraction={data_config.val_fraction}: a 'val' split needs "
+                     "0 < val_fraction < 1")
+  images, labels = _load_split(data_config, "train")
+  order = np.random.default_rng(data_config.val_seed).permutation(len(images))
+  num_val = int(round(len(images) * data_config.val_fraction))
+  keep = np.sort(order[:num_val] if split == "val" else order[num_val:])
+  return images[keep], labels[keep]
+
+
+def _load_split(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
+  split_name = data_config.train_split if split == "train" else data_config.test_split
   if data_config.source == "idx":
     return load_idx(data_config.data_dir, split)
-  tfds_split = data_config.train_split if split == "train" else data_config.test_split
-  return load_tfds(data_config.name, tfds_split, data_config.data_dir)
+  if data_config.source == "npz":
+    return load_npz(os.path.join(data_config.data_dir, f"{split_name}.npz"))
+  if data_config.source == "folder":
+    return load_folder(data_config.data_dir, split_name, data_config.load_size)
+  return load_tfds(data_config.name, split_name, data_config.data_dir)
