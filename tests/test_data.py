@@ -200,3 +200,12 @@ def test_process_shards_are_disjoint_and_cover_each_epoch(tiny):
     for batch in pipeline.train_batches(images, tiny, 0, 4, process, 2):  # One epoch.
       seen += [np.rint(v).astype(np.uint8).tobytes() for v in batch["view1"]]
   assert len(seen) == 64 and set(seen) == {im.tobytes() for im in images}
+
+
+def test_views_do_not_depend_on_the_process_count(tiny):
+  images = np.random.default_rng(0).integers(0, 255, (64, 12, 12, 1), dtype=np.uint8)
+  whole = list(pipeline.train_batches(images, tiny, 0, 2))
+  halves = [list(pipeline.train_batches(images, tiny, 0, 2, p, 2)) for p in (0, 1)]
+  for step in range(2):
+    joined = np.concatenate([halves[0][step]["view1"], halves[1][step]["view1"]])
+    np.testing.assert_array_equal(joined, whole[step]["view1"])

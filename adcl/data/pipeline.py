@@ -2,10 +2,11 @@
 
 The batch of step t is a pure function of (seed, t): epoch e = t // steps_per_epoch is a
 permutation of the training set seeded by (seed, e), step t takes its slice, and its views
-are drawn with the seed (seed, t, process). So the data position *is* the step: a run resumed
+are drawn with the seed (t, seed) for the whole global batch. So the data position *is* the step: a run resumed
 at step t sees exactly the batches an uninterrupted run sees from t on, with no epoch restart.
 Each process reads only its slice of each global batch (`global_batch // process_count`
-images) and the step receives global arrays built from every process's slice.
+images) and the step receives global arrays built from every process's slice; an image's
+views do not depend on the number of processes.
 """
 
 from typing import Iterator
@@ -51,6 +52,7 @@ def train_batches(images: np.ndarray, config: ml_collections.ConfigDict, start_s
   per_epoch = steps_per_epoch(len(images), global_batch)
   mean, std = normalization(config.data, images.shape[-1])
   seed = config.seed
+  rows = augment.Rows(process_index * local_batch, local_batch, global_batch)
   all_images = tf.constant(images)
   n = len(images)
 
@@ -62,8 +64,8 @@ def train_batches(images: np.ndarray, config: ml_collections.ConfigDict, start_s
 
   def make_views(step):
     batch = tf.gather(all_images, local_indices(step))
-    view_seed = tf.stack([tf.cast(step, tf.int32), seed * 4096 + process_index])
-    view1, view2 = augment.two_views(batch, view_seed, config.data, mean, std)
+    view_seed = tf.stack([tf.cast(step, tf.int32), tf.constant(seed, tf.int32)])
+    view1, view2 = augment.two_views(batch, view_seed, config.data, mean, std, rows)
     return {"view1": view1, "view2": view2}
 
   dataset = tf.data.Dataset.range(start_step, num_steps)
