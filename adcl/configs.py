@@ -51,7 +51,7 @@ def base() -> ml_collections.ConfigDict:
   c.data.data_dir = ""  # TFDS data_dir, or the local source's folder; '' = TFDS default.
   c.data.train_split = "train"  # Split names (TFDS splits, NPZ file stems, folder names).
   c.data.test_split = "test"
-  c.data.load_size = 0  # 'folder' only: resize images to this side on loading (0 = keep).
+  c.data.load_size = 0  # 'folder', 'tfds': resize images to this side on loading (0 = keep).
   # Held-out validation split carved from train (seeded); 0 = none, train uses every image.
   c.data.val_fraction = 0.0
   c.data.val_seed = 0
@@ -216,6 +216,13 @@ def validate_dataset_name(config: ml_collections.ConfigDict) -> None:
   if name not in tfds.list_builders():
     raise ValueError(f"config.data.name: {config.data.name!r} is not a TFDS dataset "
                      "(see tfds.list_builders()), nor is data.source='idx' set")
+  # A given data_dir is meant to be used as is (often offline): a dataset missing there would
+  # otherwise start a download that fails late and obscurely.
+  if config.data.data_dir and not tfds.builder(config.data.name,
+                                               data_dir=config.data.data_dir).is_prepared():
+    raise ValueError(f"config.data.data_dir: {config.data.name!r} is not prepared in "
+                     f"{config.data.data_dir!r} (prepare it there with `tfds build "
+                     f"{name} --data_dir=...` where there is internet, or drop data_dir)")
 
 
 # Keys whose change makes an existing checkpoint unusable (other keys may change on resume).

@@ -209,3 +209,17 @@ def test_views_do_not_depend_on_the_process_count(tiny):
   for step in range(2):
     joined = np.concatenate([halves[0][step]["view1"], halves[1][step]["view1"]])
     np.testing.assert_array_equal(joined, whole[step]["view1"])
+
+
+def test_tfds_dataset_missing_from_an_offline_data_dir(tiny, tmp_path):
+  from adcl import configs
+  tiny.data.source, tiny.data.name, tiny.data.data_dir = "tfds", "cifar10", str(tmp_path)
+  with pytest.raises(ValueError, match=r"'cifar10' is not prepared in"):
+    configs.validate_dataset_name(tiny)
+
+
+def test_tfds_resize_on_loading(tiny):
+  tiny.data.source, tiny.data.name, tiny.data.load_size = "tfds", "fashion_mnist", 10
+  with tfds.testing.mock_data(num_examples=6):
+    images, _ = sources.load(tiny.data, "train")
+  assert images.shape == (6, 10, 10, 1) and images.dtype == np.uint8

@@ -56,11 +56,18 @@ def load_idx(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images, labels.astype(np.int32)
 
 
-def load_tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """A TFDS split, whole, as numpy ([N, H, W, C] uint8, [N] int32)."""
+def load_tfds(name: str, split: str, data_dir: str, size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """A TFDS split, whole, as numpy ([N, H, W, C] uint8, [N] int32); images resized to
+  size x size when size > 0 (datasets of varying image sizes, e.g. imagenette, need it)."""
+  import tensorflow as tf
   import tensorflow_datasets as tfds  # Heavy; imported where used.
 
   dataset = tfds.load(name, split=split, data_dir=data_dir or None, as_supervised=True)
+  if size:
+    resize = lambda x: tf.cast(tf.round(tf.image.resize(x, (size, size), antialias=True)), tf.uint8)
+    dataset = dataset.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+  elif dataset.element_spec[0].shape[:2].num_elements() is None:
+    raise ValueError(f"TFDS {name!r} has images of varying size; set config.data.load_size")
   # Batches of 4096 rather than batch_size=-1: the latter needs a known cardinality (it
   # aborts the process under tfds.testing.mock_data).
   parts = list(tfds.as_numpy(dataset.batch(4096)))
@@ -183,4 +190,4 @@ def _load_split(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.
     return load_npz(os.path.join(data_config.data_dir, f"{split_name}.npz"))
   if data_config.source == "folder":
     return load_folder(data_config.data_dir, split_name, data_config.load_size)
-  return load_tfds(data_config.name, split_name, data_config.data_dir)
+  return load_tfds(data_config.name, split_name, data_config.data_dir, data_config.load_size)
