@@ -223,3 +223,20 @@ def test_tfds_resize_on_loading(tiny):
   with tfds.testing.mock_data(num_examples=6):
     images, _ = sources.load(tiny.data, "train")
   assert images.shape == (6, 10, 10, 1) and images.dtype == np.uint8
+
+
+def test_flip_and_grayscale_probabilities_over_many_draws(tiny):
+  # A left-right gradient in red only: flips reverse it, grayscale equalises the channels.
+  ramp = np.linspace(0, 255, 12, dtype=np.float32)
+  image = np.zeros((12, 12, 3), np.float32)
+  image[..., 0] = ramp[None, :]
+  images = np.repeat(image[None].astype(np.uint8), 4000, axis=0)
+  tiny.data.image_size = 12
+  tiny.data.views.crop_scale, tiny.data.views.jitter_prob = (1.0, 1.0), 0.0
+  tiny.data.mean, tiny.data.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+  view = augment.one_view(tf.constant(images), tf.constant([7, 8]), tiny.data.views, 12).numpy()
+  flipped = view[:, 0, 0, 0] > view[:, 0, -1, 0] + 1e-3
+  flipped |= view[:, 0, 0, 1] > view[:, 0, -1, 1] + 1e-3  # Grey images flip in every channel.
+  gray = np.abs(view[..., 0] - view[..., 1]).max(axis=(1, 2)) < 1e-5
+  assert 0.47 < flipped.mean() < 0.53
+  assert 0.18 < gray.mean() < 0.22
