@@ -14,11 +14,14 @@ from adcl import configs
 class Checkpoints:
   """Save, find and restore the checkpoints of one workdir."""
 
-  def __init__(self, workdir: str, keep: int = 3):
+  def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if read_only and not os.path.isdir(self.directory):
+      raise ValueError(f"{self.directory}: no such checkpoint directory")
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "config"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                             read_only=read_only))
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -50,11 +53,16 @@ class Checkpoints:
     return restored.state
 
   def restore_raw(self, step: Optional[int] = None) -> dict:
-    """The state of checkpoint `step` (default latest) as saved, a dict of arrays, with no
-    model or config needed: for notebooks and tests."""
+    """The state of checkpoint `step` (default latest) as a dict of arrays on one local device,
+    with no model or config needed, whatever topology wrote it: for notebooks, evaluation and
+    tests."""
     step = self.latest_step() if step is None else step
+    saved = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(step), "state"))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          saved.item_metadata)
     return self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
 
   def save(self, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
     """Write checkpoint `step` (asynchronously; `wait()` before exit)."""

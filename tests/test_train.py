@@ -144,3 +144,28 @@ def test_paper_recipes_are_valid():
       c = configs.paper_recipe(dataset, method)
       configs.validate(c, 8)
       assert c.loss.temperature == {"plain": 0.1, "uel": 0.1, "simclr": 0.5}[method]
+
+
+def test_evaluate_cli_writes_eval_json_and_refuses_bad_input(tiny, tmp_path):
+  workdir = tmp_path / "w"
+  tiny.train.num_steps = 2
+  train.run(tiny, str(workdir))
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  evaluate_cli = lambda *a: subprocess.run([sys.executable, "-m", "adcl.evaluate", *a],
+                                           capture_output=True, text=True, cwd=REPO, env=env,
+                                           timeout=600)
+  result = evaluate_cli("--workdir", str(workdir), "--robust_examples", "16")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.load(open(workdir / "eval.json"))
+  for key in ("knn_top1_backbone", "knn_top1_embedding", "linear_top1",
+              "linear_official_best_test_epoch_top1", "robust_pgd20_eps8.00_top1"):
+    assert 0 <= report[key] <= 100, key
+  assert report["test_images"] == 40 and report["step"] == 2
+  assert report["robust_pgd20_eps8.00_top1"] <= 100
+  missing_step = evaluate_cli("--workdir", str(workdir), "--checkpoint", "7")
+  assert missing_step.returncode == 1
+  assert "no checkpoint at step 7; steps: [2]" in missing_step.stderr.strip().splitlines()[-1]
+  empty = evaluate_cli("--workdir", str(tmp_path / "nothing"))
+  assert empty.returncode == 1 and "no such checkpoint directory" in empty.stderr
+  assert not (tmp_path / "nothing").exists()
+  assert json.load(open(workdir / "eval.json")) == report  # Nothing written over.
