@@ -115,7 +115,7 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int,
 
 def linear_probe(train_features, train_labels, test_features, test_labels,
                  weight_decays=(0.0, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1,
-                 epochs: int = 100, seed: int = 0) -> dict:
+                 epochs: int = 300, seed: int = 0) -> dict:
   """An honest linear probe, and the official protocol's number beside it.
 
   Honest: the weight decay and the epoch count are selected on a seeded held-out `val_fraction`
