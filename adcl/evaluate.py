@@ -74,9 +74,14 @@ def embed_all(embed_fn, params, batch_stats, images: np.ndarray, batch_size: int
   return np.concatenate(outputs)[:len(images)]
 
 
+def _feature_stats(train: np.ndarray):
+  """Per-dimension mean and std of the training features: the probe's standardisation."""
+  return train.mean(axis=0), train.std(axis=0) + 1e-6
+
+
 def _standardize(train: np.ndarray, *others: np.ndarray):
   """Features centred and scaled by the training set's statistics (the probe's input)."""
-  mean, std = train.mean(axis=0), train.std(axis=0) + 1e-6
+  mean, std = _feature_stats(train)
   return [(f - mean) / std for f in (train, *others)]
 
 
@@ -216,7 +221,7 @@ def evaluate_workdir(workdir: str, step: Optional[int] = None, robust_examples: 
                              test_labels))
   # Robustness: refit the selected probe on all training features and attack encoder + probe.
   train_f, _ = features["backbone"]
-  mean, std = train_f.mean(0), train_f.std(0) + 1e-6
+  mean, std = _feature_stats(train_f)
   num_classes = int(max(train_labels.max(), test_labels.max())) + 1
   probe, _ = fit_linear_probe((train_f - mean) / std, train_labels, num_classes,
                               result["linear_weight_decay"], result["linear_epochs"])
