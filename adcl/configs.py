@@ -149,7 +149,7 @@ def parse_variant(variant: str) -> bool:
   return variant == "clae"
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
   """Raise ValueError naming the key for any value that cannot run. Builds nothing."""
 
   def fail(key, message):
@@ -192,6 +192,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     fail("optim.name", f"{config.optim.name!r}; choose one of {OPTIMIZERS}")
   if len(config.optim.decay_epochs) != len(config.optim.decay_factors):
     fail("optim.decay_factors", "needs one factor per entry of optim.decay_epochs")
+  if config.train.batch_size % num_processes:
+    fail("train.batch_size", f"{config.train.batch_size} does not divide among the "
+         f"{num_processes} processes (each reads an equal share of every global batch)")
   if config.train.batch_size <= 0 or config.train.batch_size % num_devices:
     fail("train.batch_size", f"{config.train.batch_size} is not a positive multiple of the "
          f"{num_devices} devices")

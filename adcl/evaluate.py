@@ -2,7 +2,8 @@
 
     python -m adcl.evaluate --workdir DIR [--checkpoint STEP] [--robust_examples 1000]
 
-writes DIR/eval.json (REFERENCE §5) and prints it as a table.
+writes DIR/eval.json (REFERENCE §5), prints it as a table, and draws the run's figures
+(training curves, adversarial views, embedding projection) in DIR/figures/.
 """
 
 from functools import partial
@@ -13,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 
 @partial(jax.jit, static_argnames=("k", "num_classes"))
@@ -180,43 +180,29 @@ def robust_accuracy(logits_fn, images: np.ndarray, labels: np.ndarray, eps, clip
   return 100.0 * correct / len(images)
 
 
-def evaluate_workdir(workdir: str, step: Optional[int] = None, robust_examples: int = 1000,
-                     robust_eps_pixels: tuple = (8 / 255,)) -> dict:
-  """kNN (backbone and projector), the linear probe and its robust accuracy for a checkpoint.
+def evaluate_workdir(workdir: str, step: Optional[int] = None, **kwargs) -> dict:
+  """`evaluate_run` of checkpoint `step` (default: the latest) of `workdir`."""
+  from adcl import inspect
+  return evaluate_run(inspect.load(workdir, step), **kwargs)
 
-  Writes nothing; `main` writes `workdir/eval.json`.
+
+def evaluate_run(run, robust_examples: int = 1000, robust_eps_pixels: tuple = (8 / 255,)) -> dict:
+  """kNN (backbone and projector), the linear probe and its robust accuracy for an
+  `adcl.inspect.Run`. Writes nothing; `main` writes `workdir/eval.json` and the figures.
   """
-  import ml_collections
+  from adcl import step as step_lib
 
-  from adcl import checkpoints, models, step as step_lib
-  from adcl.data import pipeline, sources
-
-  ckpt = checkpoints.Checkpoints(workdir, read_only=True)
-  available = ckpt.manager.all_steps()
-  if not available:
-    raise ValueError(f"{ckpt.directory}: no checkpoint to evaluate")
-  step = available[-1] if step is None else step
-  if step not in available:
-    raise ValueError(f"{ckpt.directory}: no checkpoint at step {step}; steps: {list(available)}")
-  config = ml_collections.ConfigDict(ckpt.saved_config(step))
-  state = ckpt.restore_raw(step)
-  model = models.from_config(config.model)
-  mesh = step_lib.data_mesh()
-  sharding = NamedSharding(mesh, P("data"))
-  train_images, train_labels = sources.load(config.data, "train")
-  test_images, test_labels = sources.load(config.data, "test")
-  train_x = pipeline.eval_images(train_images, config.data)
-  test_x = pipeline.eval_images(test_images, config.data)
-  sigma = config.eval.knn_sigma or config.loss.temperature
-  result = {"step": int(step), "test_images": int(len(test_labels))}
+  config, model = run.config, run.model
+  state = {"params": run.params, "batch_stats": run.batch_stats}
+  train_images, train_labels = run.load_split("train")
+  test_images, test_labels = run.load_split("test")
+  train_x, test_x = run.normalize(train_images), run.normalize(test_images)
+  result = {"step": run.step, "test_images": int(len(test_labels))}
   features = {}
   for kind in ("backbone", "embedding"):
-    embed_fn = step_lib.make_embed_fn(model, kind, mesh)
-    embed = lambda x: embed_all(embed_fn, state["params"], state["batch_stats"], x,
-                                config.eval.batch_size, sharding)
-    train_f, test_f = features[kind] = (embed(train_x), embed(test_x))
-    result[f"knn_top1_{kind}"] = knn_accuracy(train_f, train_labels, test_f, test_labels,
-                                              config.eval.knn_k, sigma)
+    train_f, test_f = features[kind] = (run.embed_normalized(train_x, kind),
+                                        run.embed_normalized(test_x, kind))
+    result[f"knn_top1_{kind}"] = run.knn(train_f, train_labels, test_f, test_labels)
   result.update(linear_probe(features["backbone"][0], train_labels, features["backbone"][1],
                              test_labels))
   # Robustness: refit the selected probe on all training features and attack encoder + probe.
@@ -261,11 +247,13 @@ def main(argv):
 
   from absl import flags
 
+  from adcl import inspect
+
   del argv
   f = flags.FLAGS
   try:
-    result = evaluate_workdir(f.workdir, f.checkpoint if f.checkpoint >= 0 else None,
-                              f.robust_examples)
+    run = inspect.load(f.workdir, f.checkpoint if f.checkpoint >= 0 else None)
+    result = evaluate_run(run, f.robust_examples)
   except (ValueError, OSError) as error:
     print(f"adcl.evaluate: error: {str(error).splitlines()[0]}", file=sys.stderr)
     sys.exit(1)
@@ -277,6 +265,10 @@ def main(argv):
   for key, value in result.items():
     print(f"{key:<{width}}  {value:.2f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
   print(f"wrote {path}")
+  if f.figures:
+    images, labels = run.load_split("test", limit=f.figure_examples)
+    for written in run.write_figures(images, labels):
+      print(f"wrote {written}")
 
 
 if __name__ == "__main__":
@@ -285,4 +277,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Training workdir (with checkpoints/).", required=True)
   flags.DEFINE_integer("checkpoint", -1, "Step to evaluate (default: the latest).")
   flags.DEFINE_integer("robust_examples", 1000, "Test images attacked for robust accuracy.")
+  flags.DEFINE_bool("figures", True, "Also write the run's figures to WORKDIR/figures/.")
+  flags.DEFINE_integer("figure_examples", 2000, "Test images in the embedding projection.")
   app.run(main)

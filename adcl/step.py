@@ -41,14 +41,34 @@ class TrainState(struct.PyTreeNode):
   rng: jax.Array
 
 
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+             image_shape: tuple[int, int, int]) -> Callable[[], TrainState]:
+  def init():
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+    variables = model.init(init_key, jnp.zeros((2, *image_shape), jnp.float32), train=True)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                      batch_stats=variables["batch_stats"],
+                      opt_state=tx.init(variables["params"]), rng=state_key)
+  return init
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+                       image_shape: tuple[int, int, int], sharding=None) -> TrainState:
+  """Initialise parameters, both BN sets and the optimiser. image_shape: (H, W, C).
+
+  One compiled program (placed on `sharding` if given): op by op, every initialiser shape is
+  a compilation of its own. It runs once, so on CPU it is compiled without LLVM's
+  optimisations: 1.2 s instead of 10.7 s for the test ResNet (values equal to 1 ulp).
+  """
+  lowered = jax.jit(_init_fn(model, tx, seed, image_shape), out_shardings=sharding).lower()
+  options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+  return lowered.compile(compiler_options=options)()
+
+
+def train_state_shapes(model: nn.Module, tx: optax.GradientTransformation,
                        image_shape: tuple[int, int, int]) -> TrainState:
-  """Initialise parameters, both BN sets and the optimiser. image_shape: (H, W, C)."""
-  init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
-  variables = model.init(init_key, jnp.zeros((2, *image_shape), jnp.float32), train=True)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                    batch_stats=variables["batch_stats"],
-                    opt_state=tx.init(variables["params"]), rng=state_key)
+  """The TrainState's shapes and dtypes (jax.ShapeDtypeStruct leaves), computing nothing."""
+  return jax.eval_shape(_init_fn(model, tx, 0, image_shape))
 
 
 def attack_bounds(config: ml_collections.ConfigDict, channels: int):

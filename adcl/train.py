@@ -19,7 +19,7 @@ import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
-from adcl import checkpoints, configs, evaluate, models, optim, step as step_lib
+from adcl import checkpoints, configs, distributed, evaluate, models, optim, step as step_lib
 from adcl.data import pipeline, sources
 from adcl.monitor import Monitor
 
@@ -28,10 +28,27 @@ tf.config.set_visible_devices([], "GPU")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator", None, "host:port of process 0 for a multi-process run ($ADCL_COORDINATOR).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Processes in the run ($ADCL_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index ($ADCL_PROCESS_ID).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-process run whose cluster jax detects (TPU VM pod slices).")
+_JOIN_TIMEOUT = flags.DEFINE_integer("join_timeout", 300,
+                                     "Seconds to wait for every process to join.")
 
 
 class NonFiniteLoss(RuntimeError):
   """The loss (or gradient) stopped being finite; the last good checkpoint is kept."""
+
+
+class Stopped(RuntimeError):
+  """SIGTERM or SIGINT: the run stopped after a step and checkpointed it; rerun to resume."""
+
+  def __init__(self, message: str, signal_name: str):
+    super().__init__(message)
+    self.exit_code = 143 if signal_name == "SIGTERM" else 130  # 128 + the signal's number.
 
 
 def total_steps(config: ml_collections.ConfigDict, per_epoch: int) -> int:
@@ -51,7 +68,7 @@ def knn_eval(embed_fn, state, train_data, test_data, config, sharding) -> float:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train to the end of the schedule (resuming from `workdir`); returns the last metrics."""
   # ---- Checks that need nothing built: fail in a second, before any compilation.
-  configs.validate(config, jax.device_count())
+  configs.validate(config, jax.device_count(), jax.process_count())
   configs.validate_dataset_name(config)
   ckpt = checkpoints.Checkpoints(workdir, config.train.keep_checkpoints)
   resume_step = ckpt.latest_step()
@@ -72,11 +89,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ---- State: fresh, or the latest checkpoint.
   if resume_step is None:
-    state = jax.device_put(step_lib.create_train_state(model, tx, config.seed, image_shape),
-                           replicated)
+    state = step_lib.create_train_state(model, tx, config.seed, image_shape, replicated)
   else:
-    abstract = jax.eval_shape(
-        lambda: step_lib.create_train_state(model, tx, config.seed, image_shape))
+    abstract = step_lib.train_state_shapes(model, tx, image_shape)
     state = ckpt.restore(checkpoints.abstract_like(abstract, replicated))
     logging.info("Resuming from %s at step %d", ckpt.directory, resume_step)
   start_step = int(state.step)
@@ -94,33 +109,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                jax.device_count())
 
   # ---- The loop: the only host syncs are at log, eval and checkpoint steps.
-  metrics, last_saved = {}, resume_step
-  for step in range(start_step + 1, num_steps + 1):
-    state, device_metrics = train_step(state, pipeline.to_global(next(batches), data_sharding))
-    is_last = step == num_steps
-    log_now = step % config.train.log_every == 0 or is_last
-    eval_now = is_last or (config.eval.every > 0 and step % config.eval.every == 0)
-    save_now = is_last or step % config.train.checkpoint_every == 0
-    if not (log_now or eval_now or save_now):
-      continue
-    metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    if not all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm", "param_norm")):
-      ckpt.wait()
-      raise NonFiniteLoss(f"loss {metrics['loss']} / grad norm {metrics['grad_norm']} at step "
-                          f"{step}: stopped; the last good checkpoint is step {last_saved} in "
-                          f"{ckpt.directory}")
-    metrics.update(monitor.throughput(step))
-    if eval_now:
-      metrics["knn_top1"] = knn_eval(embed_fn, state, *eval_data, config, data_sharding)
-      monitor.throughput(step)  # Do not count evaluation time as training speed.
-    monitor.write(step, metrics)
-    monitor.progress(step, metrics)
-    if save_now:
-      ckpt.save(step, state, config)
-      last_saved = step
-  ckpt.wait()
-  ckpt.close()
-  monitor.close()
+  stop = distributed.StopSignal()
+  try:
+    metrics, last_saved = {}, resume_step
+    for step in range(start_step + 1, num_steps + 1):
+      state, device_metrics = train_step(state, pipeline.to_global(next(batches), data_sharding))
+      stopping = stop.should_stop(step)  # SIGTERM/SIGINT: checkpoint this step, then exit.
+      is_last = step == num_steps
+      log_now = step % config.train.log_every == 0 or is_last or stopping
+      eval_now = is_last or (config.eval.every > 0 and step % config.eval.every == 0)
+      save_now = is_last or step % config.train.checkpoint_every == 0 or stopping
+      if not (log_now or eval_now or save_now):
+        continue
+      metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+      if not all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm", "param_norm")):
+        raise NonFiniteLoss(f"loss {metrics['loss']} / grad norm {metrics['grad_norm']} at step "
+                            f"{step}: stopped; the last good checkpoint is step {last_saved} in "
+                            f"{ckpt.directory}")
+      metrics.update(monitor.throughput(step))
+      if eval_now:
+        metrics["knn_top1"] = knn_eval(embed_fn, state, *eval_data, config, data_sharding)
+        monitor.throughput(step)  # Do not count evaluation time as training speed.
+      monitor.write(step, metrics)
+      monitor.progress(step, metrics)
+      if save_now:
+        ckpt.save(step, state, config)
+        last_saved = step
+      if stopping and not is_last:
+        raise Stopped(f"stopped by {stop.received} after step {step}/{num_steps}: checkpoint "
+                      f"{step} is in {ckpt.directory}; rerun the same command to resume",
+                      stop.received)
+  finally:  # Also on errors: finish writing the checkpoints already started.
+    stop.restore()
+    ckpt.wait()
+    ckpt.close()
+    monitor.close()
   return metrics
 
 
@@ -138,7 +161,13 @@ def main(argv):
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required")
   try:
+    # Before anything touches a device: a multi-process run must join first.
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           _DISTRIBUTED.value, _JOIN_TIMEOUT.value)
     run(_CONFIG.value, _WORKDIR.value)
+  except Stopped as stopped:
+    print(f"adcl.train: {stopped}", file=sys.stderr)
+    sys.exit(stopped.exit_code)
   except (ValueError, OSError, NonFiniteLoss) as error:
     # OSError includes a config file that failed to load (config_flags loads it lazily).
     lines = [l.strip() for l in str(error).splitlines() if l.strip()]

@@ -49,7 +49,7 @@ def time_variant(config, adv_enabled, channels, mesh, batch):
   model = models.from_config(config.model)
   tx = optim.make_optimizer(config, 1000, 100000)
   shape = (config.data.image_size, config.data.image_size, channels)
-  state = jax.device_put(step_lib.create_train_state(model, tx, 0, shape), NamedSharding(mesh, P()))
+  state = step_lib.create_train_state(model, tx, 0, shape, NamedSharding(mesh, P()))
   train_step = step_lib.make_train_step(model, tx, config, channels, mesh)
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()

@@ -3,8 +3,10 @@
 import gzip
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+# Unless the caller chose a count (a CLI test's subprocess, whose config file imports this).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
@@ -68,3 +70,28 @@ def tiny_config(data_dir: str) -> "ml_collections.ConfigDict":
 @pytest.fixture
 def tiny(idx_dir):
   return tiny_config(idx_dir)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli_env(devices: int = 0, **extra) -> dict:
+  """The environment for a CLI subprocess: this one without the forced 8 devices (`devices`
+  forces that many instead), plus `extra`."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  if devices:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env.update(extra)
+  return env
+
+
+def write_config(tmp_path, idx_dir, **overrides) -> str:
+  """A config file for the CLI: the tiny test config with `overrides` (dotted keys)."""
+  lines = ["import sys", f"sys.path.insert(0, {os.path.join(REPO, 'tests')!r})",
+           "from conftest import tiny_config", "def get_config():",
+           f"  c = tiny_config({str(idx_dir)!r})"]
+  lines += [f"  c.{key} = {value!r}" for key, value in overrides.items()]
+  lines.append("  return c")
+  path = tmp_path / "config.py"
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)

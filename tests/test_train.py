@@ -11,6 +11,7 @@ import pytest
 
 from adcl import checkpoints, configs, train
 from adcl.data import pipeline
+from conftest import cli_env, write_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,22 +40,8 @@ def test_resume_gives_the_same_parameters_as_one_run(tiny, tmp_path):
 
 
 def run_cli(*args, env_extra=None):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(env_extra or {})
   return subprocess.run([sys.executable, "-m", "adcl.train", *args], capture_output=True,
-                        text=True, cwd=REPO, env=env, timeout=600)
-
-
-def write_config(tmp_path, idx_dir, **overrides):
-  """A config file for the CLI: the tiny test config with `overrides` (dotted keys)."""
-  lines = ["import sys", f"sys.path.insert(0, {os.path.join(REPO, 'tests')!r})",
-           "from conftest import tiny_config", "def get_config():",
-           f"  c = tiny_config({idx_dir!r})"]
-  lines += [f"  c.{key} = {value!r}" for key, value in overrides.items()]
-  lines.append("  return c")
-  path = tmp_path / "config.py"
-  path.write_text("\n".join(lines) + "\n")
-  return str(path)
+                        text=True, cwd=REPO, env=cli_env(**(env_extra or {})), timeout=600)
 
 
 def test_cli_end_to_end(tmp_path, idx_dir):
@@ -168,4 +155,15 @@ def test_evaluate_cli_writes_eval_json_and_refuses_bad_input(tiny, tmp_path):
   empty = evaluate_cli("--workdir", str(tmp_path / "nothing"))
   assert empty.returncode == 1 and "no such checkpoint directory" in empty.stderr
   assert not (tmp_path / "nothing").exists()
+  # A checkpoint whose saved config names another model.
+  config_file = workdir / "checkpoints" / "2" / "config" / "metadata"
+  saved = json.load(open(config_file))
+  saved["model"]["projector"] = [16, 4]
+  config_file.write_text(json.dumps(saved))
+  figures_before = sorted(os.listdir(workdir / "figures"))
+  other_model = evaluate_cli("--workdir", str(workdir))
+  assert other_model.returncode == 1
+  assert "does not fit its saved config" in other_model.stderr.strip().splitlines()[-1]
   assert json.load(open(workdir / "eval.json")) == report  # Nothing written over.
+  assert sorted(os.listdir(workdir / "figures")) == figures_before == [
+      "adversarial_views.png", "embedding_pca.png", "training_curves.png"]

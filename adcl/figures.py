@@ -1,0 +1,132 @@
+"""The pictures of a run, as matplotlib Figures drawn from plain arrays and records.
+
+Nothing here loads a model or a checkpoint (adcl.inspect does): each function takes numbers
+and returns a `matplotlib.figure.Figure`, which notebooks display and `save` writes as PNG.
+Figures are built without pyplot, so no global figure state leaks between calls.
+"""
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+LOSS_TERMS = ("loss", "loss_clean", "loss_adv", "loss_gen")
+
+
+def save(figure: Figure, path: str, dpi: int = 100) -> str:
+  """Write `figure` as PNG at `path` (parents created; written then renamed, so a crash
+  leaves the previous file)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.png"
+  figure.savefig(tmp, dpi=dpi, bbox_inches="tight")
+  os.replace(tmp, path)
+  return path
+
+
+def training_curves(records: Sequence[dict], title: str = "") -> Figure:
+  """Loss terms, kNN top-1 and images/s against the step.
+
+  records: metrics.jsonl lines ({'step': int, 'loss': float, ...}); a key missing from a
+  record (kNN is logged only at evaluation steps) is simply not drawn at that step.
+  """
+  figure = Figure(figsize=(13, 3.6), layout="constrained")
+  losses, knn, speed = figure.subplots(1, 3)
+  for key in LOSS_TERMS:
+    steps, values = _series(records, key)
+    if len(values) and np.any(values != 0):  # A baseline's adversarial terms are all zero.
+      losses.plot(steps, values, label=key, marker="." if len(values) < 30 else None)
+  losses.set(xlabel="step", ylabel="loss", title="loss terms")
+  losses.legend(fontsize=8)
+  for axes, key, label in ((knn, "knn_top1", "kNN top-1 (%)"), (speed, "images_per_s", "images/s")):
+    steps, values = _series(records, key)
+    axes.plot(steps, values, marker="o" if len(values) < 30 else None)
+    axes.set(xlabel="step", ylabel=label, title=label)
+    if not len(values):
+      axes.text(0.5, 0.5, f"no {key} logged", ha="center", va="center", transform=axes.transAxes)
+  if title:
+    figure.suptitle(title)
+  return figure
+
+
+def _series(records: Sequence[dict], key: str):
+  """(steps, values) of the records that hold `key`, as float arrays."""
+  pairs = [(r["step"], r[key]) for r in records if key in r]
+  return (np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float))
+
+
+def adversarial_grid(clean: np.ndarray, adversarial: np.ndarray, eps: np.ndarray,
+                     title: str = "") -> Figure:
+  """Rows: clean first views, their adversarial views, and the perturbation magnified.
+
+  clean, adversarial: [n, H, W, C] pixels in [0, 1]; eps: [C] the attack's bound in pixels.
+  The perturbation row maps -eps..+eps to black..white (grey is zero), per channel.
+  """
+  delta = (adversarial - clean) / (2 * np.asarray(eps, np.float32)) + 0.5
+  rows = (("clean view", clean), ("adversarial", adversarial), ("perturbation\n(±eps)", delta))
+  n = len(clean)
+  figure = Figure(figsize=(max(4.0, 1.3 * n), 4.3), layout="constrained")
+  axes = figure.subplots(3, n, squeeze=False)
+  for r, (label, images) in enumerate(rows):
+    for c in range(n):
+      image = np.clip(images[c], 0, 1)
+      axes[r, c].imshow(image[..., 0] if image.shape[-1] == 1 else image,
+                        cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
+      axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+    axes[r, 0].set_ylabel(label, fontsize=7)
+  if title:
+    figure.suptitle(title)
+  return figure
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+  """The 2-D principal-component projection of features [N, D] -> [N, 2] (centred).
+
+  PCA rather than t-SNE/UMAP: deterministic, needs nothing beyond numpy, and distances along
+  its axes mean what they say.
+  """
+  centred = np.asarray(features, np.float64) - np.mean(features, axis=0)
+  _, _, vt = np.linalg.svd(centred, full_matrices=False)
+  return centred @ vt[:2].T
+
+
+def embedding_projection(points: np.ndarray, labels: np.ndarray,
+                         class_names: Optional[Sequence[str]] = None, title: str = "") -> Figure:
+  """Scatter of 2-D points [N, 2] coloured by class labels [N]."""
+  figure = Figure(figsize=(6.5, 5.5), layout="constrained")
+  axes = figure.subplots()
+  classes = np.unique(labels)
+  colours = _class_colours(len(classes))
+  for colour, label in zip(colours, classes):
+    chosen = labels == label
+    name = class_names[label] if class_names is not None else str(label)
+    axes.scatter(points[chosen, 0], points[chosen, 1], s=6, color=colour, label=name, alpha=0.7)
+  axes.legend(fontsize=7, markerscale=2, loc="best")
+  axes.set(xlabel="PC 1", ylabel="PC 2", title=title or "test embeddings (PCA)")
+  return figure
+
+
+def _class_colours(n: int):
+  from matplotlib import colormaps
+  return colormaps["tab10" if n <= 10 else "tab20"](np.arange(n) % 20)
+
+
+def comparison(names: Sequence[str], metrics: dict, title: str = "") -> Figure:
+  """Grouped bars: one group per metric, one bar per run, each bar labelled with its value.
+
+  metrics: {metric name: [value per run, in the order of `names`]} (percentages).
+  """
+  keys = list(metrics)
+  figure = Figure(figsize=(max(6.0, 0.8 * len(keys) * max(2, len(names))), 4.5),
+                  layout="constrained")
+  axes = figure.subplots()
+  width = 0.8 / len(names)
+  for i, name in enumerate(names):
+    x = np.arange(len(keys)) + (i - (len(names) - 1) / 2) * width
+    values = [metrics[k][i] for k in keys]
+    bars = axes.bar(x, values, width, label=name)
+    axes.bar_label(bars, fmt="%.1f", fontsize=7)
+  axes.set_xticks(np.arange(len(keys)), keys, rotation=20, ha="right", fontsize=8)
+  axes.set(ylabel="top-1 (%)", title=title or "runs compared")
+  axes.legend(fontsize=8)
+  return figure

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Train adcl on one host with one or more NVIDIA GPUs: one process drives every local GPU
+# (the global batch is sharded over them). Rerunning the same command resumes.
+#
+#   CONFIG=configs/cifar10_simclr.py WORKDIR=workdirs/cifar10_simclr_clae bash launch/gpu.sh
+#
+# Variables: CONFIG, WORKDIR (required); CONFIG_ARG (optional: clae or baseline for the paper
+# configs); TFDS_DATA_DIR (optional: a prepared TFDS directory); GPUS (optional, e.g. 0,1:
+# the GPUs to use, default all); EXTRA_FLAGS (optional, more --config.key=value);
+# SETUP=0 skips `launch/setup.sh cuda`; DRY_RUN=1 prints the commands instead of running them.
+# On SIGTERM/SIGINT (a preempted VM, Ctrl-C) the run checkpoints the current step and exits
+# with 143/130; RESTART_ON_PREEMPTION=1 reruns it until it finishes or fails otherwise.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+
+die() { echo "gpu.sh: error: $*" >&2; exit 2; }
+run() {
+  if [[ "${DRY_RUN:-0}" == 1 ]]; then printf '%q' "$1"; printf ' %q' "${@:2}"; echo; else "$@"; fi
+}
+
+for name in CONFIG WORKDIR; do
+  [[ -n "${!name:-}" ]] || die "set $name (see the top of launch/gpu.sh)"
+done
+[[ -f "$ROOT/${CONFIG#"$ROOT"/}" || -f "$CONFIG" ]] || die "CONFIG=$CONFIG: no such file"
+
+if [[ "${SETUP:-1}" == 1 ]]; then
+  run bash "$ROOT/launch/setup.sh" cuda
+fi
+args=(-m adcl.train "--config=$CONFIG${CONFIG_ARG:+:$CONFIG_ARG}" "--workdir=$WORKDIR")
+[[ -n "${TFDS_DATA_DIR:-}" ]] && args+=("--config.data.data_dir=$TFDS_DATA_DIR")
+if [[ -n "${EXTRA_FLAGS:-}" ]]; then
+  read -r -a extra <<< "$EXTRA_FLAGS"
+  args+=("${extra[@]}")
+fi
+env_prefix=(env)
+[[ -n "${GPUS:-}" ]] && env_prefix+=("CUDA_VISIBLE_DEVICES=$GPUS")
+
+cd "$ROOT"
+while true; do
+  status=0
+  run "${env_prefix[@]}" "$ROOT/.venv/bin/python" "${args[@]}" || status=$?
+  if [[ "${RESTART_ON_PREEMPTION:-0}" == 1 && ( $status == 143 || $status == 130 ) \
+        && "${DRY_RUN:-0}" != 1 ]]; then
+    echo "gpu.sh: run stopped (exit $status); resuming" >&2
+    continue
+  fi
+  exit "$status"
+done

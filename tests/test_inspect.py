@@ -1,0 +1,127 @@
+"""The notebook API, the figures, adcl.compare and the notebook itself, on tiny trained runs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from adcl import compare, evaluate, inspect, train
+from conftest import tiny_config, write_idx_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """Two 4-step runs of the tiny config: the SimCLR baseline and CLAE, both evaluated."""
+  config = tiny_config(write_idx_dataset(tmp_path_factory.mktemp("idx")))
+  root = tmp_path_factory.mktemp("runs")
+  workdirs = {}
+  for name, adversarial in (("baseline", False), ("clae", True)):
+    c = config.copy_and_resolve_references()
+    c.adv.enabled = adversarial
+    workdirs[name] = str(root / name)
+    train.run(c, workdirs[name])
+    result = evaluate.evaluate_workdir(workdirs[name], robust_examples=16)
+    with open(os.path.join(workdirs[name], "eval.json"), "w") as f:
+      json.dump(result, f)
+  return workdirs
+
+
+def test_embed_counts_every_image_once(runs):
+  run = inspect.load(runs["clae"])
+  images, labels = run.load_split("test")
+  assert run.step == 4 and len(images) == 40  # 40 = 2.5 eval batches of 16.
+  together = run.embed(images)
+  one_by_one = np.concatenate([run.embed(images[i:i + 1]) for i in range(len(images))])
+  assert together.shape == (40, 4 * 8)  # resnet_small width 4: 8 x width pooled channels.
+  np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
+  z = run.embed(images, "embedding")
+  np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+  train_images, train_labels = run.load_split("train")
+  knn = run.knn(run.embed(train_images), train_labels, together, labels)
+  assert knn == pytest.approx(json.load(open(os.path.join(runs["clae"], "eval.json")))
+                              ["knn_top1_backbone"])
+
+
+def test_adversarial_views_stay_within_eps_and_change_the_image(runs):
+  run = inspect.load(runs["clae"])
+  images, _ = run.load_split("test", limit=6)
+  view1, x_adv = run.adversarial_views(images)
+  eps_pixels = run.config.adv.eps * run.config.data.std[0]  # eps is in normalised units.
+  delta = np.abs(x_adv - view1)
+  assert view1.shape == (6, 8, 8, 1)
+  assert delta.max() <= eps_pixels * (1 + 1e-4)
+  assert np.mean(np.isclose(delta, eps_pixels, rtol=1e-3)) > 0.9  # FGSM: a sign step.
+
+
+def test_figures_are_written_and_not_blank(runs):
+  run = inspect.load(runs["clae"])
+  images, labels = run.load_split("test")
+  paths = run.write_figures(images, labels)
+  assert [os.path.basename(p) for p in paths] == [
+      "training_curves.png", "adversarial_views.png", "embedding_pca.png"]
+  for path in paths:
+    assert os.path.dirname(path) == os.path.join(runs["clae"], "figures")
+    pixels = mpimg.imread(path)
+    assert os.path.getsize(path) > 5000 and pixels.shape[0] > 200 and pixels.std() > 0.05, path
+
+
+def test_load_refuses_bad_input(runs, tmp_path):
+  with pytest.raises(ValueError, match="no such checkpoint directory"):
+    inspect.load(str(tmp_path / "nothing"))
+  with pytest.raises(ValueError, match=r"no checkpoint at step 3; steps: \[2, 4\]"):
+    inspect.load(runs["clae"], step=3)
+  # A checkpoint whose saved config names another model (a copied or edited workdir).
+  other = tmp_path / "other"
+  shutil.copytree(runs["clae"], other)
+  config_file = other / "checkpoints" / "4" / "config" / "metadata"
+  saved = json.load(open(config_file))
+  saved["model"]["width"] = 8
+  config_file.write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=r"does not fit its saved config \(model resnet_small "
+                     r"width 8.*Conv_0.*has shape \(3, 3, 4, 4\), the model wants \(3, 3, 8, 8\)"):
+    inspect.load(str(other))
+
+
+def test_compare_table_and_chart(runs, tmp_path):
+  output = tmp_path / "cmp"
+  table = compare.compare([runs["baseline"], runs["clae"]], output=str(output))
+  baseline, clae = (json.load(open(os.path.join(runs[n], "eval.json"))) for n in runs)
+  row = next(l for l in table.splitlines() if l.startswith("| linear_top1 |"))
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  assert cells == ["linear_top1", f"{baseline['linear_top1']:.2f}", f"{clae['linear_top1']:.2f}",
+                   f"{clae['linear_top1'] - baseline['linear_top1']:+.2f}"]
+  assert table.splitlines()[0] == "| metric | baseline | clae | clae − baseline |"
+  assert "| images_per_s |" in table and "| step | 4 | 4 | +0 |" in table
+  assert (output / "compare.md").read_text() == table
+  assert mpimg.imread(output / "compare.png").std() > 0.05
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  cli = lambda *a: subprocess.run([sys.executable, "-m", "adcl.compare", *a], capture_output=True,
+                                  text=True, cwd=REPO, env=env, timeout=300)
+  alone = cli(runs["clae"])
+  assert alone.returncode == 2 and "two or more workdirs" in alone.stderr
+  missing = cli(runs["clae"], str(tmp_path / "nothing"), "--output", str(tmp_path / "x"))
+  assert missing.returncode == 1 and "neither eval.json nor metrics.jsonl" in missing.stderr
+  assert not (tmp_path / "x").exists()
+
+
+def test_notebook_runs_top_to_bottom(runs):
+  import nbclient
+  import nbformat
+  notebook = nbformat.read(os.path.join(REPO, "notebooks", "inspect_checkpoint.ipynb"), 4)
+  os.environ["ADCL_WORKDIR"] = runs["clae"]  # The kernel inherits the test's environment.
+  try:
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}).execute()
+  finally:
+    del os.environ["ADCL_WORKDIR"]
+  outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+  text = "".join(o.get("text", "") for o in outputs)
+  assert "clae @ step 4" in text and "kNN top-1 on backbone features" in text
+  assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # Curves, views, PCA.
