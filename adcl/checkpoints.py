@@ -2,14 +2,13 @@
 state, step, rng; the step is also the data position) and the config as JSON."""
 
 import logging
-import os
 from typing import Any, Optional
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from adcl import configs
+from adcl import configs, paths
 
 # Orbax splits each replicated array across its replicas so that they write in parallel. For
 # small arrays the split costs more than it saves: every (shape, slice) is a compiled slice op,
@@ -27,8 +26,8 @@ class Checkpoints:
   """Save, find and restore the checkpoints of one workdir."""
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if read_only and not os.path.isdir(self.directory):
+    self.directory = paths.resolve(workdir) / "checkpoints"
+    if read_only and not self.directory.is_dir():
       raise ValueError(f"{self.directory}: no such checkpoint directory")
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "config"),
@@ -69,7 +68,7 @@ class Checkpoints:
     with no model or config needed, whatever topology wrote it: for notebooks, evaluation and
     tests."""
     step = self.latest_step() if step is None else step
-    saved = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(step), "state"))
+    saved = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                           saved.item_metadata)

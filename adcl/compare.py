@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from adcl import figures
+from adcl import figures, paths
 
 # Metrics drawn in the chart (all percentages); the table lists every metric found.
 CHART_PREFIXES = ("knn_top1", "linear_top1", "robust_")
@@ -21,14 +21,13 @@ CHART_PREFIXES = ("knn_top1", "linear_top1", "robust_")
 def summarize(workdir: str) -> dict:
   """The numbers of one run: eval.json's metrics, the final training-time kNN, the median
   images/s of training and the step reached. Raises ValueError if the run has neither file."""
-  eval_path, metrics_path = (os.path.join(workdir, n) for n in ("eval.json", "metrics.jsonl"))
-  if not (os.path.exists(eval_path) or os.path.exists(metrics_path)):
+  eval_path, metrics_path = (paths.resolve(workdir) / n for n in ("eval.json", "metrics.jsonl"))
+  if not (eval_path.exists() or metrics_path.exists()):
     raise ValueError(f"{workdir}: neither eval.json nor metrics.jsonl; train it with adcl.train "
                      "and evaluate it with adcl.evaluate first")
   summary = {}
-  if os.path.exists(metrics_path):
-    with open(metrics_path) as lines:
-      records = [json.loads(line) for line in lines if line.strip()]
+  if metrics_path.exists():
+    records = paths.read_jsonl(metrics_path)
     knn = [r["knn_top1"] for r in records if "knn_top1" in r]
     # The first logged interval holds the compilation: leave it out of the speed.
     speeds = [r["images_per_s"] for r in records[1:] if "images_per_s" in r]
@@ -38,9 +37,9 @@ def summarize(workdir: str) -> dict:
       summary["images_per_s"] = float(np.median(speeds))
     if records:
       summary["step"] = int(records[-1]["step"])
-  if os.path.exists(eval_path):
-    with open(eval_path) as f:
-      summary.update({k: v for k, v in json.load(f).items() if isinstance(v, (int, float))})
+  if eval_path.exists():
+    saved = json.loads(eval_path.read_text())
+    summary.update({k: v for k, v in saved.items() if isinstance(v, (int, float))})
   return summary
 
 
@@ -90,13 +89,11 @@ def compare(workdirs: Sequence[str], names: Optional[Sequence[str]] = None,
   summaries = [summarize(w) for w in workdirs]
   table = markdown_table(names, summaries)
   if output:
-    os.makedirs(output, exist_ok=True)
-    with open(os.path.join(output, "compare.md.tmp"), "w") as f:
-      f.write(table)
-    os.replace(os.path.join(output, "compare.md.tmp"), os.path.join(output, "compare.md"))
+    output = paths.resolve(output)
+    paths.write_atomic(output / "compare.md", table)
     metrics = chart_metrics(summaries)
     if metrics:
-      figures.save(figures.comparison(names, metrics), os.path.join(output, "compare.png"))
+      figures.save(figures.comparison(names, metrics), output / "compare.png")
   return table
 
 

@@ -66,6 +66,9 @@ def base() -> ml_collections.ConfigDict:
   c.model.stem = "cifar"  # 'cifar' (3x3, stride 1, no max-pool) or 'imagenet' (7x7/2 + pool).
   c.model.projector = (128,)  # Head widths: (128,) linear (Plain/UEL), (512, 64) SimCLR MLP.
   c.model.dtype = "float32"  # Compute dtype of convolutions ('bfloat16' on TPU).
+  # Convolution backward: 'auto' = the shifted-matmul filter gradient on CPU (faster there,
+  # adcl.models.conv), XLA's own on GPU/TPU; or force 'xla' / 'shifted'. Same values.
+  c.model.conv_impl = "auto"
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "uel"  # plain | simclr | uel.
@@ -174,6 +177,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     fail("data.views.crop_scale", f"needs 0 < low <= high <= 1, got {(low, high)}")
   if config.model.architecture not in ARCHITECTURES:
     fail("model.architecture", f"{config.model.architecture!r}; choose one of {sorted(ARCHITECTURES)}")
+  if config.model.get("conv_impl", "auto") not in ("auto", "xla", "shifted"):
+    fail("model.conv_impl", f"{config.model.conv_impl!r}; choose 'auto', 'xla' or 'shifted'")
   if config.model.stem not in ("cifar", "imagenet"):
     fail("model.stem", f"{config.model.stem!r}; choose 'cifar' or 'imagenet'")
   if config.loss.name not in losses.LOSSES:

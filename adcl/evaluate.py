@@ -242,12 +242,11 @@ def _training_eps_pixels(config, channels: int) -> float:
 
 def main(argv):
   import json
-  import os
   import sys
 
   from absl import flags
 
-  from adcl import inspect
+  from adcl import inspect, paths
 
   del argv
   f = flags.FLAGS
@@ -257,10 +256,8 @@ def main(argv):
   except (ValueError, OSError) as error:
     print(f"adcl.evaluate: error: {str(error).splitlines()[0]}", file=sys.stderr)
     sys.exit(1)
-  path = os.path.join(f.workdir, "eval.json")
-  with open(path + ".tmp", "w") as out:  # Write then rename: a crash leaves the old file.
-    json.dump(result, out, indent=1)
-  os.replace(path + ".tmp", path)
+  # Written whole, then renamed: a crash leaves the previous file.
+  path = paths.write_atomic(paths.resolve(f.workdir) / "eval.json", json.dumps(result, indent=1))
   width = max(len(k) for k in result)
   for key, value in result.items():
     print(f"{key:<{width}}  {value:.2f}" if isinstance(value, float) else f"{key:<{width}}  {value}")

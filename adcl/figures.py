@@ -5,7 +5,7 @@ and returns a `matplotlib.figure.Figure`, which notebooks display and `save` wri
 Figures are built without pyplot, so no global figure state leaks between calls.
 """
 
-import os
+import io
 from typing import Optional, Sequence
 
 import numpy as np
@@ -14,14 +14,13 @@ from matplotlib.figure import Figure
 LOSS_TERMS = ("loss", "loss_clean", "loss_adv", "loss_gen")
 
 
-def save(figure: Figure, path: str, dpi: int = 100) -> str:
-  """Write `figure` as PNG at `path` (parents created; written then renamed, so a crash
-  leaves the previous file)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  figure.savefig(tmp, dpi=dpi, bbox_inches="tight")
-  os.replace(tmp, path)
-  return path
+def save(figure: Figure, path, dpi: int = 100) -> str:
+  """Write `figure` as PNG at `path`, local or gs:// (parents created; written whole, then
+  renamed, so a crash leaves the previous file)."""
+  from adcl import paths
+  png = io.BytesIO()
+  figure.savefig(png, format="png", dpi=dpi, bbox_inches="tight")
+  return str(paths.write_atomic(path, png.getvalue()))
 
 
 def training_curves(records: Sequence[dict], title: str = "") -> Figure:

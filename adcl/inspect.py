@@ -13,7 +13,6 @@ Only the config's data *source* is read (load_split); the training input pipelin
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Optional
 
@@ -23,7 +22,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import checkpoints, evaluate, figures, models, step as step_lib
+from adcl import checkpoints, evaluate, figures, models, paths, step as step_lib
 from adcl.data import pipeline
 
 
@@ -113,15 +112,7 @@ class Run:
 
   def metrics(self) -> list[dict]:
     """metrics.jsonl as records, one per step (a step logged again after a resume: the last)."""
-    path = os.path.join(self.workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-      return []
-    by_step = {}
-    with open(path) as lines:
-      for line in lines:
-        if line.strip():
-          record = json.loads(line)
-          by_step[record["step"]] = record
+    by_step = {r["step"]: r for r in paths.read_jsonl(paths.resolve(self.workdir) / "metrics.jsonl")}
     return [by_step[s] for s in sorted(by_step)]
 
   @property
@@ -149,11 +140,11 @@ class Run:
 
   def write_figures(self, images: np.ndarray, labels: np.ndarray, num_adversarial: int = 8) -> list:
     """training_curves.png, adversarial_views.png and embedding_pca.png in workdir/figures/."""
-    directory = os.path.join(self.workdir, "figures")
+    directory = paths.resolve(self.workdir) / "figures"
     drawn = {"training_curves.png": self.figure_curves(),
              "adversarial_views.png": self.figure_adversarial(images[:num_adversarial]),
              "embedding_pca.png": self.figure_embedding(images, labels)}
-    return [figures.save(figure, os.path.join(directory, name)) for name, figure in drawn.items()]
+    return [figures.save(figure, directory / name) for name, figure in drawn.items()]
 
   # ---- Compiled pieces, built once per Run.
 
@@ -184,8 +175,8 @@ def load(workdir: str, step: Optional[int] = None) -> Run:
   state = ckpt.restore_raw(step)
   ckpt.close()
   model = models.from_config(config.model)
-  _check_fits(model, config, state, os.path.join(ckpt.directory, str(step)))
-  return Run(os.path.abspath(workdir), step, config, model, state["params"],
+  _check_fits(model, config, state, str(ckpt.directory / str(step)))
+  return Run(str(paths.resolve(workdir)), step, config, model, state["params"],
              state["batch_stats"])
 
 

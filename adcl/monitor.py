@@ -2,25 +2,28 @@
 
 import datetime
 import json
-import os
 import time
 
 from absl import logging
 import tensorflow as tf
 
+from adcl import paths
+
 
 class Monitor:
-  """Appends one JSON object per logged step and mirrors it to TensorBoard (process 0 only)."""
+  """Adds one JSON object per logged step to metrics.jsonl and mirrors it to TensorBoard
+  (process 0 only). The file is rewritten whole at each log step (object stores such as gs://
+  cannot append): a few hundred bytes per logged step."""
 
   def __init__(self, workdir: str, total_steps: int, global_batch: int, start_step: int,
                enabled: bool = True):
     self.total_steps, self.global_batch, self.enabled = total_steps, global_batch, enabled
     self._last_time, self._last_step = time.perf_counter(), start_step
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
-      # Append: a resumed run keeps the lines of the runs before it.
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      self._path = paths.resolve(workdir) / "metrics.jsonl"
+      # A resumed run keeps the lines of the runs before it.
+      self._lines = [json.dumps(r) for r in paths.read_jsonl(self._path)]
+      self._writer = tf.summary.create_file_writer(str(paths.resolve(workdir) / "tensorboard"))
 
   def throughput(self, step: int) -> dict:
     """steps/s and images/s (source images) since the previous call; resets the clock."""
@@ -34,8 +37,8 @@ class Monitor:
     if not self.enabled:
       return
     record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
+    self._lines.append(json.dumps(record))
+    paths.write_atomic(self._path, "\n".join(self._lines) + "\n")
     with self._writer.as_default(step=int(step)):
       for key, value in metrics.items():
         tf.summary.scalar(key, float(value))
@@ -54,5 +57,4 @@ class Monitor:
 
   def close(self) -> None:
     if self.enabled:
-      self._jsonl.close()
       self._writer.close()

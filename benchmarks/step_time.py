@@ -39,6 +39,7 @@ def build_config(args):
     c.model.stem = "cifar" if args.image_size <= 32 else "imagenet"
   c.train.batch_size = args.batch
   c.model.dtype = args.dtype
+  c.model.conv_impl = args.conv_impl
   return c
 
 
@@ -78,6 +79,8 @@ def main():
   parser.add_argument("--batch", type=int, default=0, help="global batch (default 64)")
   parser.add_argument("--loss", default="simclr", choices=["plain", "simclr", "uel"])
   parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "shifted"],
+                      help="model.conv_impl: the convolution backward (adcl.models.conv)")
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=2)
   args = parser.parse_args()
@@ -99,7 +102,7 @@ def main():
           f"clae {seconds['clae']:.2f}s so far", file=sys.stderr)
   steps = args.steps * args.rounds
   result = {
-      "model": args.model, "width": config.model.width, "image_size": args.image_size,
+      "model": args.model, "width": config.model.width, "conv_impl": args.conv_impl, "image_size": args.image_size,
       "channels": args.channels, "batch": args.batch, "loss": config.loss.name,
       "devices": jax.device_count(), "platform": jax.devices()[0].platform,
       "timed_steps": steps,

@@ -50,3 +50,36 @@ def test_clean_and_adversarial_batch_norm_are_separate():
   run = lambda v, adv: model.apply(v, x, train=False, adv=adv)[0]
   np.testing.assert_array_equal(run(variables, False), run(edited, False))
   assert not np.allclose(run(variables, True), run(edited, True))
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (7, 2, 3)])
+def test_shifted_filter_gradient_equals_xla(kernel, stride, padding):
+  from adcl.models import conv
+  rng = np.random.default_rng(kernel + stride)
+  x = jnp.asarray(rng.normal(size=(4, 9, 9, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
+  pads = ((padding, padding), (padding, padding))
+  dimension_numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, conv.NHWC)
+
+  def loss(f):
+    return lambda x, w: jnp.sum(jnp.sin(f(x, w, (stride, stride), pads, None, None,
+                                           dimension_numbers)))
+
+  value_xla, grads_xla = jax.value_and_grad(loss(jax.lax.conv_general_dilated), (0, 1))(x, w)
+  value_new, grads_new = jax.jit(jax.value_and_grad(loss(conv.shifted_conv), (0, 1)))(x, w)
+  np.testing.assert_allclose(value_new, value_xla, rtol=1e-5)
+  for a, b in zip(grads_new, grads_xla):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_impls_give_the_same_model_gradient():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 3)), jnp.float32)
+  grads = []
+  for impl in ("xla", "shifted"):
+    model = ContrastiveModel("resnet_small", width=4, projector=(8,), conv_impl=impl)
+    variables = model.init(jax.random.PRNGKey(0), x, train=True)
+    loss = lambda p: jnp.sum(model.apply({"params": p, "batch_stats": variables["batch_stats"]},
+                                         x, train=True, mutable=["batch_stats"])[0][1] ** 3)
+    grads.append(jax.grad(loss)(variables["params"]))
+  for a, b in zip(*(jax.tree.leaves(g) for g in grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -6,7 +6,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adcl.models.batchnorm import DualBatchNorm
 from adcl.models.resnet import ARCHITECTURES, ResNet
 
 
@@ -34,13 +33,14 @@ class ContrastiveModel(nn.Module):
   stem: str = "cifar"
   projector: Sequence[int] = (128,)
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   def setup(self):
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"config.model.architecture={self.architecture!r}; "
                        f"choose one of {sorted(ARCHITECTURES)}")
     self.encoder = ResNet(width=self.width, stem=self.stem, dtype=self.dtype,
-                          **ARCHITECTURES[self.architecture])
+                          conv_impl=self.conv_impl, **ARCHITECTURES[self.architecture])
     self.head = Projector(self.projector)
 
   def __call__(self, x: jax.Array, train: bool, adv: bool = False):
@@ -56,4 +56,6 @@ def from_config(model_config) -> ContrastiveModel:
   return ContrastiveModel(
       architecture=model_config.architecture, width=model_config.width,
       stem=model_config.stem, projector=tuple(model_config.projector),
-      dtype=jnp.dtype(model_config.dtype))
+      dtype=jnp.dtype(model_config.dtype),
+      # Absent from configs saved before the switch existed: XLA's own, as they trained.
+      conv_impl=model_config.get("conv_impl", "xla"))

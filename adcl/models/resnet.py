@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from adcl.models.batchnorm import DualBatchNorm
+from adcl.models.conv import conv_function
 
 # He initialisation on fan-out, as torchvision's ResNet.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -23,11 +24,12 @@ class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool, adv: bool):
-    conv = partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv = _conv(self.dtype, self.conv_impl)
     y = conv(self.filters, (3, 3), self.strides, padding=1)(x)
     y = nn.relu(DualBatchNorm()(y, train, adv))
     y = conv(self.filters, (3, 3), 1, padding=1)(y)
@@ -41,16 +43,23 @@ class Bottleneck(nn.Module):
   filters: int
   strides: int = 1
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool, adv: bool):
-    conv = partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv = _conv(self.dtype, self.conv_impl)
     y = nn.relu(DualBatchNorm()(conv(self.filters, (1, 1))(x), train, adv))
     y = conv(self.filters, (3, 3), self.strides, padding=1)(y)
     y = nn.relu(DualBatchNorm()(y, train, adv))
     y = DualBatchNorm()(conv(4 * self.filters, (1, 1))(y), train, adv)
     return nn.relu(y + _shortcut(x, 4 * self.filters, self.strides, conv, train, adv))
+
+
+def _conv(dtype, conv_impl: str):
+  """nn.Conv as every ResNet layer uses it; conv_impl picks the backward (adcl.models.conv)."""
+  return partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=dtype,
+                 conv_general_dilated=conv_function(conv_impl))
 
 
 def _shortcut(x, out_channels, strides, conv, train, adv):
@@ -77,11 +86,12 @@ class ResNet(nn.Module):
   width: int = 64
   stem: str = "cifar"
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"  # 'xla', 'shifted' or 'auto' (adcl.models.conv).
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, adv: bool = False) -> jax.Array:
     """x: [N, H, W, C] normalised images -> [N, width * 2**(stages-1) * expansion]."""
-    conv = partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv = _conv(self.dtype, self.conv_impl)
     if self.stem == "cifar":
       x = conv(self.width, (3, 3), 1, padding=1, name="stem_conv")(x)
     elif self.stem == "imagenet":
@@ -94,7 +104,7 @@ class ResNet(nn.Module):
     for stage, num_blocks in enumerate(self.stage_sizes):
       for index in range(num_blocks):
         strides = 2 if stage > 0 and index == 0 else 1
-        x = self.block(self.width * 2**stage, strides, self.dtype)(x, train, adv)
+        x = self.block(self.width * 2**stage, strides, self.dtype, self.conv_impl)(x, train, adv)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
