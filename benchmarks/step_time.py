@@ -6,7 +6,9 @@
 Random inputs (the step's cost does not depend on pixel values); each variant is compiled,
 warmed up, then timed over --steps steps, alternating plain and CLAE rounds so that machine
 noise hits both alike. An image is one source image (one pair of views). The last line printed
-is one JSON object: plain_images_per_s, clae_images_per_s, clae_over_plain_time, compile_s, ...
+is one JSON object: plain_images_per_s, clae_images_per_s, clae_over_plain_time, compile_s,
+the step's GFLOP (XLA's cost analysis), the measured matmul peak (benchmarks/peak.py) and the
+MFU = GFLOP/s achieved / peak.
 """
 
 import argparse
@@ -16,6 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # peak.py
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +58,9 @@ def time_variant(config, adv_enabled, channels, mesh, batch):
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
-  holder = {"state": state}
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # Older jax: one per device.
+  holder = {"state": state, "flops": float(cost.get("flops", 0.0))}
 
   def run(n):
     state = holder["state"]
@@ -67,6 +72,7 @@ def time_variant(config, adv_enabled, channels, mesh, batch):
     return time.perf_counter() - start
 
   run(2)  # Warm-up: first executions allocate buffers.
+  run.flops = holder["flops"]  # XLA's count for one step (all devices).
   return compile_s, run
 
 
@@ -101,6 +107,10 @@ def main():
     print(f"round {round_index + 1}/{args.rounds}: plain {seconds['plain']:.2f}s, "
           f"clae {seconds['clae']:.2f}s so far", file=sys.stderr)
   steps = args.steps * args.rounds
+  import peak  # benchmarks/peak.py
+  peak_gflops = peak.measure(dtype=args.dtype)
+  step_gflop = {k: f.flops / 1e9 for k, f in (("plain", run_plain), ("clae", run_clae))}
+  mfu = {k: step_gflop[k] * steps / seconds[k] / peak_gflops for k in seconds}
   result = {
       "model": args.model, "width": config.model.width, "conv_impl": args.conv_impl, "image_size": args.image_size,
       "channels": args.channels, "batch": args.batch, "loss": config.loss.name,
@@ -111,6 +121,10 @@ def main():
       "clae_over_plain_time": round(seconds["clae"] / seconds["plain"], 3),
       "compile_s": round(compile_plain + compile_clae, 2),
       "compile_plain_s": round(compile_plain, 2), "compile_clae_s": round(compile_clae, 2),
+      "plain_gflop_per_step": round(step_gflop["plain"], 2),
+      "clae_gflop_per_step": round(step_gflop["clae"], 2),
+      "peak_gflop_per_s": round(peak_gflops, 1),
+      "plain_mfu": round(mfu["plain"], 4), "clae_mfu": round(mfu["clae"], 4),
   }
   print(json.dumps(result))
 
