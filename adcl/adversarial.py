@@ -15,7 +15,8 @@ ArrayLike = Union[jax.Array, float]
 Clip = Optional[Tuple[ArrayLike, ArrayLike]]
 
 
-def fgsm(loss_fn: Callable, x: jax.Array, eps: ArrayLike, has_aux: bool = False):
+def fgsm(loss_fn: Callable, x: jax.Array, eps: ArrayLike, has_aux: bool = False,
+         shared: bool = False):
   """One signed-gradient step that raises the loss: `x + eps * sign(grad loss_fn(x))`.
 
   As in the official `gen_adv`: no random start, no projection, no clamp.
@@ -27,11 +28,19 @@ def fgsm(loss_fn: Callable, x: jax.Array, eps: ArrayLike, has_aux: bool = False)
       (e.g. [C], one radius per channel).
     has_aux: also return the aux output of `loss_fn` at `x` (the step takes its BN statistics
       from it, so the generation forward is not run twice).
+    shared: one perturbation for the whole batch instead of one per image: the per-pixel
+      majority vote `sign(mean_i sign(grad_i))` of the images' signs, times eps. Taking the
+      sign of the mean keeps the perturbation on the same L-inf sphere as the per-image one
+      (a plain mean would shrink it), so the two variants differ only in sharing.
+      Pixels where the vote ties are left unperturbed.
   Returns:
     [N, ...] perturbed batch, same dtype as `x`; `(batch, aux)` if `has_aux`.
   """
   grad, aux = jax.grad(loss_fn, has_aux=True)(x) if has_aux else (jax.grad(loss_fn)(x), None)
-  x_adv = jax.lax.stop_gradient(x + (eps * jnp.sign(grad)).astype(x.dtype))
+  direction = jnp.sign(grad)
+  if shared:  # [1, ...], broadcast to every image.
+    direction = jnp.sign(jnp.mean(direction, axis=0, keepdims=True))
+  x_adv = jax.lax.stop_gradient(x + (eps * direction).astype(x.dtype))
   return (x_adv, aux) if has_aux else x_adv
 
 

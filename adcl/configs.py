@@ -80,6 +80,9 @@ def base() -> ml_collections.ConfigDict:
   c.adv.eps = 0.03  # Attack radius, in normalised units (official) or pixel units, see next.
   c.adv.eps_units = "normalized"  # 'normalized' (official parity) or 'pixel' ([0, 1] pixels).
   c.adv.alpha = 1.0  # Weight of the adversarial term L(f(x1), f_adv(x_adv)).
+  # FGSM only. False: one perturbation per image (the official code). True: one for the whole
+  # batch, the per-pixel sign of the batch mean of the images' gradient signs (same radius).
+  c.adv.shared_delta = False
   # Running-stat updates of the adversarial BN by the FGSM generation pass: 2 reproduces the
   # two training-mode forwards of the official gen_adv from our single forward; 0 = none.
   c.adv.gen_bn_updates = 2
@@ -191,6 +194,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     fail("adv.gen_bn_updates", f"must be 0, 1 or 2, got {config.adv.gen_bn_updates}")
   if config.adv.method not in ("fgsm", "pgd"):
     fail("adv.method", f"{config.adv.method!r}; choose 'fgsm' or 'pgd'")
+  if config.adv.get("shared_delta", False) and config.adv.method != "fgsm":
+    fail("adv.shared_delta", f"is for FGSM only; adv.method is {config.adv.method!r}")
   if config.adv.eps_units not in ("normalized", "pixel"):
     fail("adv.eps_units", f"{config.adv.eps_units!r}; choose 'normalized' or 'pixel'")
   if config.optim.name not in OPTIMIZERS:

@@ -121,7 +121,8 @@ def adversarial_view(forward, params, batch_stats, x1: jax.Array, rng: jax.Array
     return value, (value, stats)
 
   if adv.method == "fgsm":
-    x_adv, (gen_loss, stats) = adversarial.fgsm(attack_loss, x1, eps, has_aux=True)
+    x_adv, (gen_loss, stats) = adversarial.fgsm(attack_loss, x1, eps, has_aux=True,
+                                                  shared=adv.get("shared_delta", False))
     return x_adv, gen_loss, repeat_bn_update(batch_stats, stats, adv.gen_bn_updates)
   # PGD: the iterates' statistics are not the training distribution; no BN update.
   clip = (pixel_low, pixel_high) if adv.clip_to_pixel_range else None

@@ -55,6 +55,21 @@ def test_changing_one_image_changes_another_images_perturbation():
                                 adversarial.fgsm(per_image, x_changed, 0.01)[0])
 
 
+def test_shared_fgsm_is_one_majority_vote_perturbation_for_the_batch():
+  rng = np.random.default_rng(3)
+  w = jnp.asarray(rng.normal(size=(12, 6)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(5, 12)), jnp.float32)  # Odd batch: no tied votes.
+  loss_fn = contrastive_loss_of_input(w)(x)
+  signs = np.sign(np.asarray(jax.grad(loss_fn)(x)))
+  delta = np.asarray(adversarial.fgsm(loss_fn, x, 0.02, shared=True) - x)
+  # Every image gets the same delta: eps times the per-pixel majority of the images' signs.
+  np.testing.assert_allclose(delta, np.broadcast_to(0.02 * np.sign(signs.sum(0)), delta.shape),
+                             atol=1e-6)
+  # The per-image perturbations do differ between images, so sharing changed something.
+  per_image = np.asarray(adversarial.fgsm(loss_fn, x, 0.02) - x)
+  assert not np.allclose(per_image[0], per_image[1])
+
+
 def test_pgd_stays_in_ball_and_pixel_range():
   rng = np.random.default_rng(2)
   w = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)

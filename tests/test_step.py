@@ -8,7 +8,7 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import losses, models, step as step_lib
+from adcl import configs, losses, models, step as step_lib
 from conftest import tiny_config
 
 
@@ -120,3 +120,22 @@ def test_repeat_bn_update_matches_repeated_ema():
   np.testing.assert_allclose(step_lib.repeat_bn_update(old, once, 2, m), twice, rtol=1e-12)
   np.testing.assert_allclose(step_lib.repeat_bn_update(old, once, 1, m), once, rtol=1e-12)
   np.testing.assert_allclose(step_lib.repeat_bn_update(old, once, 0, m), old)
+
+
+def test_shared_delta_in_the_step_perturbs_every_image_alike(config):
+  mesh, model, tx, state = setup(config, 2)
+  forward = step_lib.make_forward(model)
+  x1 = jnp.asarray(batches(1)[0]["view1"])
+  views = {}
+  for shared in (False, True):
+    config.adv.shared_delta = shared
+    views[shared], _, _ = step_lib.adversarial_view(forward, state.params, state.batch_stats,
+                                                    x1, state.rng, config, 3)
+  delta = np.asarray(views[True] - x1)
+  np.testing.assert_allclose(delta, np.broadcast_to(delta[:1], delta.shape), atol=1e-6)
+  assert np.abs(delta).max() == pytest.approx(0.03, rel=1e-5)
+  per_image = np.asarray(views[False] - x1)
+  assert not np.allclose(per_image[0], per_image[1])
+  config.adv.method = "pgd"
+  with pytest.raises(ValueError, match="adv.shared_delta"):
+    configs.validate(config, 1)
