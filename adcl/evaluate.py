@@ -189,6 +189,9 @@ def evaluate_workdir(workdir: str, step: Optional[int] = None, **kwargs) -> dict
 def evaluate_run(run, robust_examples: int = 1000, robust_eps_pixels: tuple = (8 / 255,)) -> dict:
   """kNN (backbone and projector), the linear probe and its robust accuracy for an
   `adcl.inspect.Run`. Writes nothing; `main` writes `workdir/eval.json` and the figures.
+
+  robust_examples: test images attacked (FGSM and PGD-20 at the training eps and at each of
+  `robust_eps_pixels`); 0 skips the attacks.
   """
   from adcl import step as step_lib
 
@@ -205,6 +208,8 @@ def evaluate_run(run, robust_examples: int = 1000, robust_eps_pixels: tuple = (8
     result[f"knn_top1_{kind}"] = run.knn(train_f, train_labels, test_f, test_labels)
   result.update(linear_probe(features["backbone"][0], train_labels, features["backbone"][1],
                              test_labels))
+  if robust_examples <= 0:  # Robustness skipped (a study that only compares accuracy).
+    return result
   # Robustness: refit the selected probe on all training features and attack encoder + probe.
   train_f, _ = features["backbone"]
   mean, std = _feature_stats(train_f)
@@ -273,7 +278,8 @@ if __name__ == "__main__":
 
   flags.DEFINE_string("workdir", None, "Training workdir (with checkpoints/).", required=True)
   flags.DEFINE_integer("checkpoint", -1, "Step to evaluate (default: the latest).")
-  flags.DEFINE_integer("robust_examples", 1000, "Test images attacked for robust accuracy.")
+  flags.DEFINE_integer("robust_examples", 1000,
+                       "Test images attacked for robust accuracy (0: no attack).")
   flags.DEFINE_bool("figures", True, "Also write the run's figures to WORKDIR/figures/.")
   flags.DEFINE_integer("figure_examples", 2000, "Test images in the embedding projection.")
   app.run(main)

@@ -129,3 +129,64 @@ def comparison(names: Sequence[str], metrics: dict, title: str = "") -> Figure:
   axes.set(ylabel="top-1 (%)", title=title or "runs compared")
   axes.legend(fontsize=8)
   return figure
+
+
+def study_settings(names: Sequence[str], values: dict, seconds: Sequence[Sequence[float]],
+                   title: str = "") -> Figure:
+  """One panel per metric and one of training wall time: a horizontal bar per setting at the
+  mean over seeds, its sample std as an error bar, and every seed as a dot.
+
+  values: {metric label: [[value per seed] per setting]}; seconds: [[s per seed] per setting].
+  """
+  panels = {**values, "train wall time (s)": seconds}
+  figure = Figure(figsize=(3.6 * len(panels), 0.32 * len(names) + 1.6), layout="constrained")
+  axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+  y = np.arange(len(names))
+  for ax, (label, per_setting) in zip(axes, panels.items()):
+    means = np.array([np.mean(v) if len(v) else np.nan for v in per_setting])
+    stds = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in per_setting])
+    ax.barh(y, means, xerr=stds, color="#9ecae1", ecolor="#333333", capsize=3)
+    for row, seeds in enumerate(per_setting):
+      ax.scatter(seeds, np.full(len(seeds), row), s=10, color="#08519c", zorder=3)
+    finite = np.concatenate([np.asarray(v, float) for v in per_setting if len(v)])
+    if label != "train wall time (s)" and finite.size:  # Accuracies: zoom onto the spread.
+      span = max(finite.max() - finite.min(), 0.5)
+      ax.set_xlim(finite.min() - 0.6 * span, finite.max() + 0.4 * span)
+    ax.set(xlabel=label)
+  axes[0].set_yticks(y, names, fontsize=8)
+  axes[0].invert_yaxis()
+  if title:
+    figure.suptitle(title)
+  return figure
+
+
+def study_sweep(key: str, rows: Sequence[dict], metrics: Sequence[str], labels: dict,
+                title: str = "") -> Figure:
+  """Left: each metric (mean ± std over seeds) against the swept value; right: the first
+  metric's difference to each setting's baseline (paired by seed).
+
+  rows: {'x': value, metric: (mean, std, n), 'delta': (mean, std, n)} in sweep order.
+  """
+  figure = Figure(figsize=(10, 3.8), layout="constrained")
+  values_ax, delta_ax = figure.subplots(1, 2)
+  numeric = all(isinstance(r["x"], (int, float)) and not isinstance(r["x"], bool) for r in rows)
+  x = np.array([r["x"] for r in rows], float) if numeric else np.arange(len(rows))
+  for metric in metrics:
+    mean = np.array([r[metric][0] for r in rows])
+    std = np.nan_to_num(np.array([r[metric][1] for r in rows]))
+    values_ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=labels[metric])
+  values_ax.set(xlabel=key, ylabel="top-1 (%)", title="accuracy")
+  values_ax.legend(fontsize=8)
+  delta = np.array([r["delta"][0] for r in rows])
+  delta_std = np.nan_to_num(np.array([r["delta"][1] for r in rows]))
+  delta_ax.errorbar(x, delta, yerr=delta_std, marker="o", capsize=3, color="#d62728")
+  delta_ax.axhline(0, color="grey", lw=1, ls="--")
+  delta_ax.set(xlabel=key, ylabel="Δ top-1 (pp)", title=f"{labels[metrics[0]]}: − baseline")
+  for ax in (values_ax, delta_ax):
+    if numeric and np.all(x > 0) and x.max() / x.min() >= 8:
+      ax.set_xscale("log")
+    if not numeric:
+      ax.set_xticks(x, [str(r["x"]) for r in rows])
+  if title:
+    figure.suptitle(title)
+  return figure

@@ -25,20 +25,6 @@ from adcl.monitor import Monitor
 
 tf.config.set_visible_devices([], "GPU")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator", None, "host:port of process 0 for a multi-process run ($ADCL_COORDINATOR).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Processes in the run ($ADCL_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index ($ADCL_PROCESS_ID).")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Multi-process run whose cluster jax detects (TPU VM pod slices).")
-_JOIN_TIMEOUT = flags.DEFINE_integer("join_timeout", 300,
-                                     "Seconds to wait for every process to join.")
-
-
 class NonFiniteLoss(RuntimeError):
   """The loss (or gradient) stopped being finite; the last good checkpoint is kept."""
 
@@ -147,7 +133,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return metrics
 
 
-class _QuietLibraries(pylogging.Filter):
+class QuietLibraries(pylogging.Filter):
   """Console: adcl's INFO lines (progress, resume); other libraries' warnings and errors only."""
 
   def filter(self, record):
@@ -155,16 +141,17 @@ class _QuietLibraries(pylogging.Filter):
 
 
 def main(argv):
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _WORKDIR.value is None:
+  f = flags.FLAGS
+  if f.workdir is None:
     raise app.UsageError("--workdir is required")
   try:
     # Before anything touches a device: a multi-process run must join first.
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                           _DISTRIBUTED.value, _JOIN_TIMEOUT.value)
-    run(_CONFIG.value, _WORKDIR.value)
+    distributed.initialize(f.coordinator, f.num_processes, f.process_id, f.distributed,
+                           f.join_timeout)
+    run(f.config, f.workdir)
   except Stopped as stopped:
     print(f"adcl.train: {stopped}", file=sys.stderr)
     sys.exit(stopped.exit_code)
@@ -174,6 +161,21 @@ def main(argv):
     print(f"adcl.train: error: {' '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)}",
           file=sys.stderr)
     sys.exit(1)
+
+
+def define_flags() -> None:
+  """The command's flags; defined only when it runs as a command, so that other commands
+  (adcl.study) can import this module and define their own."""
+  config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+  flags.DEFINE_string(
+      "coordinator", None, "host:port of process 0 for a multi-process run ($ADCL_COORDINATOR).")
+  flags.DEFINE_integer("num_processes", None, "Processes in the run ($ADCL_NUM_PROCESSES).")
+  flags.DEFINE_integer("process_id", None, "This process's index ($ADCL_PROCESS_ID).")
+  flags.DEFINE_bool(
+      "distributed", False, "Multi-process run whose cluster jax detects (TPU VM pod slices).")
+  flags.DEFINE_integer("join_timeout", 300, "Seconds to wait for every process to join.")
+  flags.mark_flags_as_required(["config"])
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -193,5 +195,5 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
+  define_flags()
   app.run(main, flags_parser=parse_flags)

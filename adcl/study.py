@@ -1,0 +1,417 @@
+"""`python -m adcl.study --spec configs/studies/NAME.py --workdir DIR [--spec.KEY=VALUE ...]`.
+
+Runs a grid of settings x seeds one run after another, evaluates each with `adcl.evaluate`,
+and writes DIR/report.md with its figures in DIR/figures/. Rerunning the same command resumes:
+finished runs are read back, a half-trained run continues from its latest checkpoint, and
+a trained but unevaluated run is only evaluated. The report is rewritten after every run, so
+it is readable while the grid is still going.
+
+A spec file's `get_config()` returns a ConfigDict:
+  config    the base config file (`path` or `path:argument`, relative to the working folder
+            or to the repository), e.g. 'configs/quickstart.py'.
+  common    nested overrides for every run, e.g. {'train': {'num_epochs': 1}}.
+  seeds     the default seeds of every setting.
+  settings  {name: {'overrides': {...}, 'seeds': optional, 'baseline': optional setting name}}.
+            A setting with a baseline gets a CLAE - baseline row in the report, paired by seed.
+  sweeps    {name: {'key': 'adv.eps', 'settings': (names...)}}: a table and a plot of each
+            setting's metrics and difference to its baseline against the value at `key`.
+  evaluate  {'robust_examples': int (0: no attacks), 'figures': bool (each run's own figures)}.
+
+Layout: DIR/runs/SETTING/seed_S/ is an ordinary adcl workdir (checkpoints, metrics.jsonl,
+eval.json) plus study_run.json (resolved config, wall times, state).
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Optional, Sequence
+
+import ml_collections
+import numpy as np
+
+from adcl import compare, figures, paths
+
+# The accuracies the report aggregates (eval.json keys), in the order of its columns.
+METRICS = ("knn_top1_backbone", "knn_top1_embedding", "linear_top1")
+METRIC_LABELS = {"knn_top1_backbone": "kNN (backbone)", "knn_top1_embedding": "kNN (projector)",
+                 "linear_top1": "linear probe"}
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---- The grid.
+
+@dataclasses.dataclass
+class PlannedRun:
+  setting: str
+  seed: int
+  config: ml_collections.ConfigDict
+  workdir: str  # DIR/runs/SETTING/seed_S.
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """`get_config()` (or `get_config(argument)`) of the config file `path[:argument]`."""
+  path, _, argument = spec.partition(":")
+  candidates = [path, os.path.join(REPO_ROOT, path)]
+  found = next((p for p in candidates if os.path.isfile(p)), None)
+  if found is None:
+    raise ValueError(f"spec.config: config file {path!r} not found (looked in the working "
+                     f"folder and in {REPO_ROOT})")
+  module_spec = importlib.util.spec_from_file_location("adcl_study_config", found)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides, where: str) -> None:
+  """Set every leaf of the nested `overrides` on `config`; an unknown key or a value of the
+  wrong type is a ValueError naming `where` and the dotted key."""
+
+  def visit(target, values, prefix):
+    for key, value in dict(values).items():
+      dotted = f"{prefix}{key}"
+      if key not in target:
+        raise ValueError(f"{where}: {dotted!r} is not a config key")
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        if not isinstance(target[key], ml_collections.ConfigDict):
+          raise ValueError(f"{where}: {dotted!r} is a value, not a section")
+        visit(target[key], value, dotted + ".")
+        continue
+      try:
+        setattr(target, key, value)
+      except TypeError as error:
+        raise ValueError(f"{where}: {dotted} = {value!r}: {error}") from None
+
+  visit(config, overrides or {}, "")
+
+
+def plan(spec: ml_collections.ConfigDict, workdir: str) -> list:
+  """Every (setting, seed) of the spec with its resolved config, checked before any run."""
+  if not spec.get("settings"):
+    raise ValueError("spec.settings: the spec names no settings")
+  base = load_config_file(spec.config)
+  apply_overrides(base, spec.get("common"), "spec.common")
+  runs = []
+  for name, setting in spec.settings.items():
+    unknown = set(setting) - {"overrides", "seeds", "baseline"}
+    if unknown:
+      raise ValueError(f"spec.settings.{name}: unknown field(s) {sorted(unknown)}; use "
+                       "overrides, seeds, baseline")
+    baseline = setting.get("baseline")
+    if baseline is not None and baseline not in spec.settings:
+      raise ValueError(f"spec.settings.{name}.baseline: {baseline!r} is not a setting")
+    seeds = tuple(setting.get("seeds") or spec.seeds)
+    if not seeds:
+      raise ValueError(f"spec.settings.{name}: no seeds (set spec.seeds or the setting's seeds)")
+    for seed in seeds:
+      config = base.copy_and_resolve_references()
+      apply_overrides(config, setting.get("overrides"), f"spec.settings.{name}.overrides")
+      config.seed = int(seed)
+      runs.append(PlannedRun(name, int(seed), config,
+                             str(paths.resolve(workdir) / "runs" / name / f"seed_{seed}")))
+  for name, sweep in (spec.get("sweeps") or {}).items():
+    for setting in sweep.settings:
+      if setting not in spec.settings:
+        raise ValueError(f"spec.sweeps.{name}.settings: {setting!r} is not a setting")
+  return runs
+
+
+# ---- One run: train (resuming), evaluate, record.
+
+def _record_path(run: PlannedRun):
+  return paths.resolve(run.workdir) / "study_run.json"
+
+
+def read_record(run: PlannedRun) -> dict:
+  path = _record_path(run)
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_record(run: PlannedRun, record: dict) -> None:
+  paths.write_atomic(_record_path(run), json.dumps(record, indent=1))
+
+
+def check_same_config(run: PlannedRun, record: dict) -> None:
+  """A run directory made with another config is not silently continued."""
+  saved = record.get("config")
+  if saved is None:
+    return
+  current = json.loads(run.config.to_json())
+  differ = _differences(saved, current)
+  if differ:
+    raise ValueError(f"{run.workdir} was made with another config ({'; '.join(differ[:3])}); "
+                     "move it away or use another --workdir")
+
+
+def _differences(old, new, prefix=""):
+  if isinstance(old, dict) and isinstance(new, dict):
+    return [d for k in sorted(set(old) | set(new))
+            for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+  return [] if old == new else [f"{prefix[:-1]} {old!r} -> {new!r}"]
+
+
+def execute(run: PlannedRun, evaluate_options: ml_collections.ConfigDict) -> dict:
+  """Train `run` to the end (resuming), evaluate it once, and return its record.
+
+  The record's train_seconds sums the training segments that finished; a segment killed
+  from outside is counted in `interrupted_segments` and its time is lost (the steps it
+  checkpointed are not redone).
+  """
+  from adcl import evaluate, inspect, train
+
+  record = read_record(run)
+  check_same_config(run, record)
+  if record.get("evaluated"):
+    return record
+  record.update(setting=run.setting, seed=run.seed, config=json.loads(run.config.to_json()))
+  record.setdefault("train_seconds", 0.0)
+  record.setdefault("train_segments", 0)
+  record.setdefault("interrupted_segments", 0)
+  if not record.get("trained"):
+    if record.get("training"):  # The previous segment never finished.
+      record["interrupted_segments"] += 1
+    record["training"] = True
+    _write_record(run, record)
+    start = time.perf_counter()
+    train.run(run.config, run.workdir)
+    record["train_seconds"] += time.perf_counter() - start
+    record["train_segments"] += 1
+    record.update(training=False, trained=True)
+    _write_record(run, record)
+  start = time.perf_counter()
+  loaded = inspect.load(run.workdir)
+  result = evaluate.evaluate_run(loaded, evaluate_options.get("robust_examples", 0))
+  paths.write_atomic(paths.resolve(run.workdir) / "eval.json", json.dumps(result, indent=1))
+  if evaluate_options.get("figures", False):
+    images, labels = loaded.load_split("test", limit=2000)
+    loaded.write_figures(images, labels)
+  record.update(eval_seconds=time.perf_counter() - start, evaluated=True)
+  _write_record(run, record)
+  return record
+
+
+# ---- The report.
+
+def run_summary(run: PlannedRun) -> Optional[dict]:
+  """eval.json, images/s and wall times of a finished run; None if it is not finished."""
+  record = read_record(run)
+  if not record.get("evaluated"):
+    return None
+  summary = compare.summarize(run.workdir)
+  summary.update(setting=run.setting, seed=run.seed, train_seconds=record["train_seconds"],
+                 eval_seconds=record.get("eval_seconds", 0.0),
+                 interrupted=record.get("interrupted_segments", 0) > 0)
+  return summary
+
+
+def mean_std(values: Sequence[float]):
+  """(mean, sample std (ddof 1; nan for one value), n)."""
+  values = np.asarray(values, float)
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+  return float(np.mean(values)), std, len(values)
+
+
+def _pm(stats, digits: int = 2) -> str:
+  mean, std, n = stats
+  if n == 0:
+    return "–"
+  return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def paired_difference(runs: dict, setting: str, baseline: str, key: str):
+  """mean/std/n of setting - baseline over the seeds both have finished (paired by seed)."""
+  ours, theirs = runs.get(setting, {}), runs.get(baseline, {})
+  seeds = sorted(set(ours) & set(theirs))
+  return mean_std([ours[s][key] - theirs[s][key] for s in seeds])
+
+
+def aggregate(spec, summaries: Sequence[dict]) -> dict:
+  """{setting: {seed: summary}} of the finished runs, in the spec's setting order."""
+  runs = {name: {} for name in spec.settings}
+  for s in summaries:
+    runs[s["setting"]][s["seed"]] = s
+  return runs
+
+
+def _lookup(config: dict, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
+def _overrides_text(setting) -> str:
+  flat = []
+
+  def visit(values, prefix):
+    for key, value in dict(values).items():
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        visit(value, f"{prefix}{key}.")
+      else:
+        flat.append(f"{prefix}{key}={value}")
+
+  visit(setting.get("overrides") or {}, "")
+  return ", ".join(flat) or "(base)"
+
+
+def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dict],
+                    command: str, title: str) -> str:
+  runs = aggregate(spec, summaries)
+  total = len(planned)
+  lines = [f"# {title}", "", f"Produced by `{command}`.", "",
+           f"Base config `{spec.config}`; every run: {_overrides_text({'overrides': spec.get('common')})}.",
+           f"Finished runs: {len(summaries)} of {total}."
+           + ("" if len(summaries) == total else " The grid is not finished; rerun the command "
+              "to resume it."), ""]
+  lines += ["## Settings (mean ± std over seeds)", "",
+            "| setting | overrides | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS)
+            + " | train wall time (s) | images/s |", "|" + "---|" * (len(METRICS) + 5)]
+  for name, setting in spec.settings.items():
+    done = runs[name]
+    cells = [_pm(mean_std([r[m] for r in done.values()])) for m in METRICS]
+    lines.append(f"| {name} | {_overrides_text(setting)} | {len(done)} | " + " | ".join(cells)
+                 + f" | {_pm(mean_std([r['train_seconds'] for r in done.values()]), 0)}"
+                 + f" | {_pm(mean_std([r.get('images_per_s', np.nan) for r in done.values()]), 0)} |")
+  paired = [(n, s.baseline) for n, s in spec.settings.items() if s.get("baseline")]
+  if paired:
+    lines += ["", "## Against the baseline (paired by seed: setting − baseline)", "",
+              "| setting | baseline | paired seeds | " + " | ".join(f"Δ {METRIC_LABELS[m]}"
+                                                          for m in METRICS)
+              + " | train wall time ratio |", "|" + "---|" * (len(METRICS) + 4)]
+    for name, baseline in paired:
+      diffs = [paired_difference(runs, name, baseline, m) for m in METRICS]
+      ratio = _time_ratio(runs, name, baseline)
+      lines.append(f"| {name} | {baseline} | {diffs[0][2]} | "
+                   + " | ".join(_pm(d, 2).replace("nan", "–") for d in diffs)
+                   + f" | {ratio} |")
+  for sweep_name, sweep in (spec.get("sweeps") or {}).items():
+    lines += ["", f"## Sweep: {sweep_name} ({sweep.key})", "",
+              f"| {sweep.key} | setting | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS)
+              + f" | Δ {METRIC_LABELS[METRICS[0]]} vs its baseline |", "|" + "---|" * (len(METRICS) + 4)]
+    for row in sweep_rows(spec, planned, runs, sweep):
+      lines.append(f"| {row['x']} | {row['setting']} | {row['n']} | "
+                   + " | ".join(_pm(row[m]) for m in METRICS) + f" | {_pm(row['delta'])} |")
+  lines += ["", "## Every run", "",
+            "| setting | seed | step | " + " | ".join(METRIC_LABELS[m] for m in METRICS)
+            + " | train s | eval s | images/s |", "|" + "---|" * (len(METRICS) + 6)]
+  for name in spec.settings:
+    for seed, r in sorted(runs[name].items()):
+      note = " (resumed; killed segment not timed)" if r["interrupted"] else ""
+      lines.append(f"| {name} | {seed} | {r.get('step', '–')} | "
+                   + " | ".join(f"{r[m]:.2f}" for m in METRICS)
+                   + f" | {r['train_seconds']:.0f}{note} | {r['eval_seconds']:.0f} | "
+                   + f"{r.get('images_per_s', float('nan')):.0f} |")
+  lines += ["", "Figures: `figures/settings.png`" + "".join(
+      f", `figures/sweep_{n}.png`" for n in (spec.get("sweeps") or {})) + ".", ""]
+  return "\n".join(lines)
+
+
+def _time_ratio(runs, name, baseline) -> str:
+  ours = [r["train_seconds"] for r in runs.get(name, {}).values()]
+  theirs = [r["train_seconds"] for r in runs.get(baseline, {}).values()]
+  if not ours or not theirs:
+    return "–"
+  return f"{np.mean(ours) / np.mean(theirs):.2f}x"
+
+
+def sweep_rows(spec, planned, runs, sweep) -> list:
+  """One row per setting of the sweep: its x value, metric stats and Δ to its baseline."""
+  config_of = {p.setting: json.loads(p.config.to_json()) for p in planned}
+  rows = []
+  for name in sweep.settings:
+    done = runs[name]
+    baseline = spec.settings[name].get("baseline")
+    row = {"setting": name, "x": _lookup(config_of[name], sweep.key), "n": len(done),
+           "delta": (paired_difference(runs, name, baseline, METRICS[0]) if baseline
+                     else (np.nan, np.nan, 0))}
+    row.update({m: mean_std([r[m] for r in done.values()]) for m in METRICS})
+    rows.append(row)
+  return rows
+
+
+def write_report(spec, planned, workdir: str, command: str, title: str) -> list:
+  """report.md and its figures in `workdir`; returns the written paths."""
+  summaries = [s for s in (run_summary(p) for p in planned) if s is not None]
+  directory = paths.resolve(workdir)
+  written = [paths.write_atomic(directory / "report.md",
+                                report_markdown(spec, planned, summaries, command, title))]
+  runs = aggregate(spec, summaries)
+  if not summaries:
+    return written
+  names = list(spec.settings)
+  values = {m: [[r[m] for r in runs[n].values()] for n in names] for m in METRICS}
+  seconds = [[r["train_seconds"] for r in runs[n].values()] for n in names]
+  written.append(figures.save(figures.study_settings(names, values, seconds, title),
+                              directory / "figures" / "settings.png"))
+  for sweep_name, sweep in (spec.get("sweeps") or {}).items():
+    rows = [r for r in sweep_rows(spec, planned, runs, sweep) if r["n"]]
+    if rows:
+      written.append(figures.save(
+          figures.study_sweep(sweep.key, rows, METRICS, METRIC_LABELS, f"{title}: {sweep_name}"),
+          directory / "figures" / f"sweep_{sweep_name}.png"))
+  return [str(w) for w in written]
+
+
+# ---- The command.
+
+def run_study(spec, workdir: str, command: str, log=print) -> list:
+  """Every planned run (resuming), the report after each; returns the planned runs."""
+  planned = plan(spec, workdir)
+  for run in planned:  # Fail on a changed spec before training anything.
+    check_same_config(run, read_record(run))
+  title = spec.get("title") or os.path.basename(os.path.normpath(workdir))
+  evaluate_options = spec.get("evaluate") or ml_collections.ConfigDict()
+  started, timed = time.perf_counter(), 0
+  for index, run in enumerate(planned, 1):
+    label = f"[{index}/{len(planned)}] {run.setting} seed {run.seed}"
+    if read_record(run).get("evaluated"):
+      log(f"{label}: finished earlier")
+      continue
+    log(f"{label}: running in {run.workdir}")
+    begin = time.perf_counter()
+    record = execute(run, evaluate_options)
+    timed += 1
+    remaining = sum(not read_record(p).get("evaluated") for p in planned)
+    per_run = (time.perf_counter() - started) / timed
+    result = json.loads((paths.resolve(run.workdir) / "eval.json").read_text())
+    log(f"{label}: done in {time.perf_counter() - begin:.0f} s (train {record['train_seconds']:.0f} s)"
+        f" | kNN {result['knn_top1_backbone']:.2f}% | linear {result['linear_top1']:.2f}%"
+        f" | {remaining} runs left, about {remaining * per_run / 60:.0f} min")
+    write_report(spec, planned, workdir, command, title)
+  for path in write_report(spec, planned, workdir, command, title):
+    log(f"wrote {path}")
+  return planned
+
+
+def main(argv):
+  from absl import flags, logging
+
+  from adcl import train
+
+  logging.get_absl_handler().addFilter(train.QuietLibraries())
+  f = flags.FLAGS
+  if len(argv) > 1:
+    print(f"adcl.study: error: unexpected arguments {argv[1:]}", file=sys.stderr)
+    sys.exit(2)
+  command = "python -m adcl.study " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  try:
+    run_study(f.spec, f.workdir, command)
+  except train.Stopped as stopped:
+    print(f"adcl.study: {stopped}; rerun the study command to resume the grid", file=sys.stderr)
+    sys.exit(stopped.exit_code)
+  except (ValueError, OSError, train.NonFiniteLoss) as error:
+    print(f"adcl.study: error: {str(error).splitlines()[0]}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("spec", None, "Path to a study spec file.", lock_config=False)
+  flags.DEFINE_string("workdir", None, "Folder of the study (runs/, report.md, figures/).",
+                      required=True)
+  flags.mark_flags_as_required(["spec"])
+  app.run(main)

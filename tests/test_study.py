@@ -1,0 +1,121 @@
+"""The study runner: the grid it plans, bad specs, resuming a killed grid, the report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ml_collections
+import pytest
+
+from adcl import study
+from conftest import REPO, cli_env, write_config
+
+
+def tiny_spec(config_path: str, **fields) -> ml_collections.ConfigDict:
+  spec = ml_collections.ConfigDict()
+  spec.title = "tiny"
+  spec.config = config_path
+  spec.common = {"train": {"num_steps": 6}}
+  spec.seeds = (0, 1)
+  spec.settings = ml_collections.ConfigDict()
+  spec.settings.baseline = {"overrides": {"adv": {"enabled": False}}}
+  spec.settings.clae = {"overrides": {"adv": {"enabled": True, "eps": 0.05}},
+                        "baseline": "baseline"}
+  spec.sweeps = {"eps": {"key": "adv.eps", "settings": ("clae",)}}
+  spec.evaluate = {"robust_examples": 0, "figures": False}
+  for key, value in fields.items():
+    spec[key] = value
+  return spec
+
+
+def write_spec(tmp_path, config_path: str) -> str:
+  path = tmp_path / "spec.py"
+  path.write_text("import sys\n"
+                  f"sys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n"
+                  "from test_study import tiny_spec\n"
+                  f"def get_config():\n  return tiny_spec({config_path!r})\n")
+  return str(path)
+
+
+def test_plan_resolves_every_setting_and_seed(tmp_path, idx_dir):
+  runs = study.plan(tiny_spec(write_config(tmp_path, idx_dir)), str(tmp_path / "study"))
+  assert [(r.setting, r.seed) for r in runs] == [("baseline", 0), ("baseline", 1),
+                                                  ("clae", 0), ("clae", 1)]
+  clae = runs[2].config
+  assert clae.adv.eps == 0.05 and clae.train.num_steps == 6 and clae.seed == 0
+  assert not runs[0].config.adv.enabled and runs[0].config.adv.eps == 0.03
+  assert runs[3].workdir.endswith(os.path.join("runs", "clae", "seed_1"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"common": {"train": {"num_stepz": 3}}}, "spec.common: 'train.num_stepz' is not a config key"),
+    ({"common": {"train": {"num_steps": "six"}}}, "spec.common: train.num_steps = 'six'"),
+    ({"settings": {"a": {"baseline": "nope"}}}, "spec.settings.a.baseline: 'nope' is not a setting"),
+    ({"settings": {"a": {"overide": {}}}}, "spec.settings.a: unknown field"),
+    ({"config": "configs/missing.py"}, "spec.config: config file 'configs/missing.py' not found"),
+    ({"sweeps": {"s": {"key": "adv.eps", "settings": ("b",)}}}, "spec.sweeps.s.settings: 'b'"),
+])
+def test_bad_specs_name_the_key(tmp_path, idx_dir, change, message):
+  spec = tiny_spec(write_config(tmp_path, idx_dir), **change)
+  with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    study.plan(spec, str(tmp_path / "study"))
+
+
+def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
+  spec_path = write_spec(tmp_path, write_config(tmp_path, idx_dir))
+  workdir = tmp_path / "study"
+  command = [sys.executable, "-m", "adcl.study", f"--spec={spec_path}", f"--workdir={workdir}"]
+  runs = workdir / "runs"
+  first_record = runs / "baseline" / "seed_0" / "study_run.json"
+  second_checkpoint = runs / "baseline" / "seed_1" / "checkpoints" / "2"
+  process = subprocess.Popen(command, cwd=REPO, env=cli_env(devices=2), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 300
+  # Kill it (no chance to clean up) once the first run is finished and the second has
+  # checkpointed part of its training.
+  while not second_checkpoint.exists() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.1)
+  process.send_signal(signal.SIGKILL)
+  first_output = process.communicate()[0]
+  assert second_checkpoint.exists(), first_output
+  first = json.loads(first_record.read_text())
+  assert first["evaluated"] and first["train_segments"] == 1
+  evaluated_at = os.stat(runs / "baseline" / "seed_0" / "eval.json").st_mtime_ns
+  killed = json.loads((runs / "baseline" / "seed_1" / "study_run.json").read_text())
+  assert not killed.get("evaluated")
+
+  rerun = subprocess.run(command, cwd=REPO, env=cli_env(devices=2), capture_output=True,
+                         text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "[1/4] baseline seed 0: finished earlier" in rerun.stdout
+  # The finished run was neither retrained nor re-evaluated.
+  assert os.stat(runs / "baseline" / "seed_0" / "eval.json").st_mtime_ns == evaluated_at
+  assert json.loads(first_record.read_text())["train_segments"] == 1
+  # The killed run continued from its latest checkpoint (>= 2): step 2 was not trained again.
+  resumed = json.loads((runs / "baseline" / "seed_1" / "study_run.json").read_text())
+  assert resumed["evaluated"] and resumed["interrupted_segments"] == 1
+  steps = [json.loads(l)["step"] for l in
+           (runs / "baseline" / "seed_1" / "metrics.jsonl").read_text().splitlines()]
+  assert steps.count(2) == 1 and steps[-1] == 6
+  for setting in ("baseline", "clae"):
+    for seed in (0, 1):
+      result = json.loads((runs / setting / f"seed_{seed}" / "eval.json").read_text())
+      assert result["step"] == 6 and 0 <= result["linear_top1"] <= 100
+
+  report = (workdir / "report.md").read_text()
+  assert "Finished runs: 4 of 4." in report
+  assert "| clae | baseline | 2 |" in report  # Paired over both seeds.
+  assert report.count("| baseline | 0 | 6 |") == 1 and "| clae | 1 | 6 |" in report
+  assert "(resumed; killed segment not timed)" in report
+  for name in ("settings.png", "sweep_eps.png"):
+    assert (workdir / "figures" / name).stat().st_size > 5000
+
+  # A changed spec does not silently continue the runs made with the old one.
+  changed = subprocess.run(command + ["--spec.settings.clae.overrides.adv.eps=0.1"], cwd=REPO,
+                           env=cli_env(devices=2), capture_output=True, text=True, timeout=300)
+  assert changed.returncode == 1
+  assert "was made with another config (adv.eps 0.05 -> 0.1)" in changed.stderr
+  assert (workdir / "report.md").read_text() == report
