@@ -19,7 +19,15 @@ NORMALIZATION = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "half": ((0.5,), (0.5,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
+    # Tiny ImageNet: ImageNet's statistics (its images are ImageNet's, downsized).
+    "tiny_imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+
+# Where the paper's datasets come from: TFDS for CIFAR; tiny ImageNet as the unzipped
+# tiny-imagenet-200 folder (not in TFDS), its labelled val split as the test set.
+TINY_IMAGENET_DIR = "data/tiny-imagenet-200"
+TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "tiny_imagenet": 100_000,
+                "fashion_mnist": 60_000}
 
 # View recipes of the official scripts (REFERENCE §4).  jitter = (brightness, contrast,
 # saturation, hue) strengths as in torchvision's ColorJitter.
@@ -69,6 +77,9 @@ def base() -> ml_collections.ConfigDict:
   # Convolution backward: 'auto' = the shifted-matmul filter gradient on CPU (faster there,
   # adcl.models.conv), XLA's own on GPU/TPU; or force 'xla' / 'shifted'. Same values.
   c.model.conv_impl = "auto"
+  # Recompute each ResNet block in the backward pass (jax.checkpoint) instead of storing its
+  # activations: for batches that do not fit in accelerator memory otherwise. Same values.
+  c.model.remat = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "uel"  # plain | simclr | uel.
@@ -120,10 +131,11 @@ def base() -> ml_collections.ConfigDict:
 
 
 def paper_recipe(dataset: str, method: str, adversarial: bool = True) -> ml_collections.ConfigDict:
-  """The official script's recipe for `dataset` in {cifar10, cifar100} and `method`.
+  """The official script's recipe for `dataset` and `method` (REFERENCE §4).
 
   Args:
-    dataset: TFDS name, 'cifar10' or 'cifar100'.
+    dataset: 'cifar10', 'cifar100' (TFDS) or 'tiny_imagenet' (an image folder at
+      TINY_IMAGENET_DIR, 64 px, ImageNet stem; override data.data_dir).
     method: 'plain', 'uel' or 'simclr'.
     adversarial: CLAE (True) or the baseline (False).
   """
@@ -132,9 +144,16 @@ def paper_recipe(dataset: str, method: str, adversarial: bool = True) -> ml_coll
   c.loss.name = method
   c.loss.temperature = losses.DEFAULT_TEMPERATURE[method]
   c.adv.enabled = adversarial
+  if dataset == "tiny_imagenet":
+    c.data.source = "folder"
+    c.data.data_dir = TINY_IMAGENET_DIR
+    c.data.test_split = "val"
+    c.data.image_size = 64
+    c.model.stem = "imagenet"
   if method == "simclr":
     c.data.mean, c.data.std = NORMALIZATION["half"]
-    c.data.views = ml_collections.ConfigDict(VIEW_RECIPES["simclr"])
+    recipe = "simclr_blur" if c.data.image_size >= 64 else "simclr"
+    c.data.views = ml_collections.ConfigDict(VIEW_RECIPES[recipe])
     c.model.projector = (512, 64)
     c.optim.name = "adam"
     c.optim.lr = 3e-4

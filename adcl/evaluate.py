@@ -55,7 +55,8 @@ def knn_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
 
 def embed_all(embed_fn, params, batch_stats, images: np.ndarray, batch_size: int,
               sharding) -> np.ndarray:
-  """Features of every image, [N, D], in batches of `batch_size` (the last one padded).
+  """Features of every image, [N, D], in batches of `batch_size` (the last one padded); a
+  tuple of such arrays if `embed_fn` returns a tuple.
 
   Every process passes the same full `images` and contributes its slice of each batch, so
   each image is embedded once; the result is gathered to every host.
@@ -70,8 +71,8 @@ def embed_all(embed_fn, params, batch_stats, images: np.ndarray, batch_size: int
     x = jax.make_array_from_process_local_data(sharding, local_batch)
     features = embed_fn(params, batch_stats, x)
     outputs.append(multihost_utils.process_allgather(features, tiled=True)
-                   if process_count > 1 else np.asarray(features))
-  return np.concatenate(outputs)[:len(images)]
+                   if process_count > 1 else jax.tree.map(np.asarray, features))
+  return jax.tree.map(lambda *parts: np.concatenate(parts)[:len(images)], *outputs)
 
 
 def _feature_stats(train: np.ndarray):
@@ -86,36 +87,50 @@ def _standardize(train: np.ndarray, *others: np.ndarray):
 
 
 def fit_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int,
-                     weight_decay: float, epochs: int = 100, lr: float = 0.01,
-                     eval_sets: tuple = ()):
+                     weight_decay, epochs: int = 100, lr: float = 0.01, eval_sets: tuple = ()):
   """Multinomial logistic regression by full-batch Adam on frozen features.
 
   Args:
     features: [N, D] standardised training features; labels: [N] int.
-    weight_decay: L2 penalty on the weights (the hyper-parameter that is selected).
+    weight_decay: L2 penalty on the weights (the hyper-parameter that is selected): a float,
+      or a sequence of W of them, fitted side by side as one [D, W*K] matrix product (one
+      compiled scan instead of W).
     eval_sets: (features, labels) pairs whose accuracy (percent) is recorded after every epoch.
   Returns:
-    (params {'w': [D, K], 'b': [K]}, accuracy per epoch: [len(eval_sets), epochs]).
+    (params {'w': [D, K], 'b': [K]}, accuracy per epoch: [len(eval_sets), epochs]); for a
+    sequence of weight decays, a leading [W] axis on every array.
   """
+  many = np.ndim(weight_decay) == 1
+  decays = jnp.atleast_1d(jnp.asarray(weight_decay, jnp.float32))  # [W]
   x, y = jnp.asarray(features, jnp.float32), jnp.asarray(labels, jnp.int32)
-  params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
   tx = optax.adam(lr)
   sets = [(jnp.asarray(f, jnp.float32), jnp.asarray(l, jnp.int32)) for f, l in eval_sets]
+  params = {"w": jnp.zeros((len(decays), x.shape[1], num_classes)),
+            "b": jnp.zeros((len(decays), num_classes))}
+
+  def logits_of(p, f):  # [W, N, K]: every probe's logits from one product with f.
+    return (f @ jnp.moveaxis(p["w"], 0, 1).reshape(f.shape[1], -1)).reshape(
+        f.shape[0], len(decays), num_classes).transpose(1, 0, 2) + p["b"][:, None]
 
   def loss_fn(p):
-    logits = x @ p["w"] + p["b"]
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return ce + 0.5 * weight_decay * jnp.sum(p["w"] ** 2)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits_of(p, x), y[None]).mean(axis=1)
+    # The probes are independent: the sum of their losses has each probe's own gradient.
+    return jnp.sum(ce + 0.5 * decays * jnp.sum(p["w"] ** 2, axis=(1, 2)))
 
   def epoch(carry, _):
     p, opt_state = carry
     updates, opt_state = tx.update(jax.grad(loss_fn)(p), opt_state, p)
     p = optax.apply_updates(p, updates)
-    accuracy = [100.0 * jnp.mean(jnp.argmax(f @ p["w"] + p["b"], -1) == l) for f, l in sets]
-    return (p, opt_state), jnp.stack(accuracy) if accuracy else jnp.zeros(0)
+    accuracy = [100.0 * jnp.mean(jnp.argmax(logits_of(p, f), -1) == l[None], axis=1)
+                for f, l in sets]  # Each [W].
+    return (p, opt_state), jnp.stack(accuracy, axis=1) if accuracy else jnp.zeros((len(decays), 0))
 
-  (params, _), history = jax.lax.scan(epoch, (params, tx.init(params)), None, length=epochs)
-  return params, np.asarray(history).T
+  (params, _), history = jax.jit(lambda p: jax.lax.scan(epoch, (p, tx.init(p)), None,
+                                                        length=epochs))(params)
+  history = np.moveaxis(np.asarray(history), 0, -1)  # [W, sets, epochs].
+  if many:
+    return params, history
+  return jax.tree.map(lambda a: a[0], params), history[0]
 
 
 def linear_probe(train_features, train_labels, test_features, test_labels,
@@ -133,10 +148,10 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
   num_val = max(1, int(round(len(order) * val_fraction)))
   val_idx, fit_idx = order[:num_val], order[num_val:]
   fit_x, val_x = _standardize(train_features[fit_idx], train_features[val_idx])
+  _, curves = fit_linear_probe(fit_x, train_labels[fit_idx], num_classes, list(weight_decays),
+                               epochs, eval_sets=((val_x, train_labels[val_idx]),))
   best = (-1.0, None, None)
-  for weight_decay in weight_decays:
-    _, (val_curve,) = fit_linear_probe(fit_x, train_labels[fit_idx], num_classes, weight_decay,
-                                       epochs, eval_sets=((val_x, train_labels[val_idx]),))
+  for weight_decay, (val_curve,) in zip(weight_decays, curves):
     epoch = int(np.argmax(val_curve))
     if val_curve[epoch] > best[0]:
       best = (float(val_curve[epoch]), weight_decay, epoch + 1)
@@ -201,10 +216,10 @@ def evaluate_run(run, robust_examples: int = 1000, robust_eps_pixels: tuple = (8
   test_images, test_labels = run.load_split("test")
   train_x, test_x = run.normalize(train_images), run.normalize(test_images)
   result = {"step": run.step, "test_images": int(len(test_labels))}
-  features = {}
-  for kind in ("backbone", "embedding"):
-    train_f, test_f = features[kind] = (run.embed_normalized(train_x, kind),
-                                        run.embed_normalized(test_x, kind))
+  # One forward pass per image gives both kinds of features.
+  (train_h, train_z), (test_h, test_z) = (run.embed_normalized(x, "both") for x in (train_x, test_x))
+  features = {"backbone": (train_h, test_h), "embedding": (train_z, test_z)}
+  for kind, (train_f, test_f) in features.items():
     result[f"knn_top1_{kind}"] = run.knn(train_f, train_labels, test_f, test_labels)
   result.update(linear_probe(features["backbone"][0], train_labels, features["backbone"][1],
                              test_labels))

@@ -65,9 +65,10 @@ class Run:
     return self.embed_normalized(self.normalize(images), kind)
 
   def embed_normalized(self, x: np.ndarray, kind: str = "backbone") -> np.ndarray:
-    """As `embed`, for inputs already normalised ([N, S, S, C] float32)."""
-    if kind not in ("backbone", "embedding"):
-      raise ValueError(f"kind={kind!r}; choose 'backbone' or 'embedding'")
+    """As `embed`, for inputs already normalised ([N, S, S, C] float32); kind 'both' gives
+    (backbone, embedding) from one forward pass."""
+    if kind not in ("backbone", "embedding", "both"):
+      raise ValueError(f"kind={kind!r}; choose 'backbone', 'embedding' or 'both'")
     return evaluate.embed_all(self._embed_fn(kind), self.params, self.batch_stats, x,
                               self.config.eval.batch_size, NamedSharding(self._mesh, P("data")))
 

@@ -179,12 +179,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 def make_embed_fn(model: nn.Module, features: str, mesh: Mesh):
   """Jitted `embed(params, batch_stats, x) -> [N, D]` with the clean BN in inference mode.
 
-  features: 'embedding' (L2-normalised projector output) or 'backbone' (pooled trunk).
+  features: 'embedding' (L2-normalised projector output), 'backbone' (pooled trunk), or
+    'both' ((backbone, embedding) from one forward pass).
   """
 
   def embed(params, batch_stats, x):
     h, z = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False, adv=False)
-    return z if features == "embedding" else h
+    return {"embedding": z, "backbone": h, "both": (h, z)}[features]
 
   replicated = NamedSharding(mesh, P())
   return jax.jit(embed, in_shardings=(replicated, replicated, NamedSharding(mesh, P("data"))),

@@ -11,8 +11,10 @@ A spec file's `get_config()` returns a ConfigDict:
             or to the repository), e.g. 'configs/quickstart.py'.
   common    nested overrides for every run, e.g. {'train': {'num_epochs': 1}}.
   seeds     the default seeds of every setting.
-  settings  {name: {'overrides': {...}, 'seeds': optional, 'baseline': optional setting name}}.
-            A setting with a baseline gets a CLAE - baseline row in the report, paired by seed.
+  settings  {name: {'overrides': {...}, 'seeds': optional, 'baseline': optional setting name,
+            'config': optional config file of its own}}, run in this order (build it as
+            ConfigDict(sort_keys=False)). A setting with a baseline gets a setting - baseline
+            row in the report, paired by seed.
   sweeps    {name: {'key': 'adv.eps', 'settings': (names...)}}: a table and a plot of each
             setting's metrics and difference to its baseline against the value at `key`.
   evaluate  {'robust_examples': int (0: no attacks), 'figures': bool (each run's own figures)}.
@@ -22,6 +24,7 @@ eval.json) plus study_run.json (resolved config, wall times, state).
 """
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -58,8 +61,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   candidates = [path, os.path.join(REPO_ROOT, path)]
   found = next((p for p in candidates if os.path.isfile(p)), None)
   if found is None:
-    raise ValueError(f"spec.config: config file {path!r} not found (looked in the working "
-                     f"folder and in {REPO_ROOT})")
+    raise ValueError(f"config file {path!r} not found (looked in the working folder and in "
+                     f"{REPO_ROOT})")
   module_spec = importlib.util.spec_from_file_location("adcl_study_config", found)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -92,14 +95,27 @@ def plan(spec: ml_collections.ConfigDict, workdir: str) -> list:
   """Every (setting, seed) of the spec with its resolved config, checked before any run."""
   if not spec.get("settings"):
     raise ValueError("spec.settings: the spec names no settings")
-  base = load_config_file(spec.config)
-  apply_overrides(base, spec.get("common"), "spec.common")
+  bases = {}
+
+  def base_config(path: str, where: str):
+    if path not in bases:
+      try:
+        bases[path] = load_config_file(path)
+      except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+      apply_overrides(bases[path], spec.get("common"), "spec.common")
+    return bases[path]
+
   runs = []
   for name, setting in spec.settings.items():
-    unknown = set(setting) - {"overrides", "seeds", "baseline"}
+    unknown = set(setting) - {"overrides", "seeds", "baseline", "config"}
     if unknown:
       raise ValueError(f"spec.settings.{name}: unknown field(s) {sorted(unknown)}; use "
-                       "overrides, seeds, baseline")
+                       "overrides, seeds, baseline, config")
+    if not (setting.get("config") or spec.get("config")):
+      raise ValueError(f"spec.settings.{name}: no config file (set spec.config or its config)")
+    base = base_config(setting.get("config") or spec.config,
+                       f"spec.settings.{name}.config" if setting.get("config") else "spec.config")
     baseline = setting.get("baseline")
     if baseline is not None and baseline not in spec.settings:
       raise ValueError(f"spec.settings.{name}.baseline: {baseline!r} is not a setting")
@@ -210,6 +226,8 @@ def run_summary(run: PlannedRun) -> Optional[dict]:
 def mean_std(values: Sequence[float]):
   """(mean, sample std (ddof 1; nan for one value), n)."""
   values = np.asarray(values, float)
+  if not len(values):
+    return float("nan"), float("nan"), 0
   std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
   return float(np.mean(values)), std, len(values)
 
@@ -354,9 +372,60 @@ def write_report(spec, planned, workdir: str, command: str, title: str) -> list:
   return [str(w) for w in written]
 
 
+# ---- What a grid costs before it runs.
+
+def run_images(config: ml_collections.ConfigDict) -> Optional[int]:
+  """Source images one run trains on (steps x batch); None for a dataset of unknown size."""
+  from adcl import configs
+  if config.train.num_steps > 0:
+    return config.train.num_steps * config.train.batch_size
+  size = configs.TRAIN_IMAGES.get(config.data.name)
+  if size is None:
+    return None
+  return config.train.num_epochs * (size // config.train.batch_size) * config.train.batch_size
+
+
+def parse_speeds(text: str) -> dict:
+  """'resnet18_32px_plain=9.9,resnet18_32px_clae=5.8' -> {'resnet18_32px_plain': 9.9, ...}."""
+  speeds = {}
+  for item in filter(None, (t.strip() for t in text.split(","))):
+    key, _, value = item.partition("=")
+    try:
+      speeds[key.strip()] = float(value)
+    except ValueError:
+      raise ValueError(f"--images_per_s: {item!r} is not MODEL_SIZEpx_plain=N or "
+                       "MODEL_SIZEpx_clae=N (e.g. resnet18_32px_clae=5.8)") from None
+  return speeds
+
+
+def speed_key(config: ml_collections.ConfigDict) -> str:
+  """'resnet18_32px_clae': what a step's images/s depends on (model, crop side, attack)."""
+  return (f"{config.model.architecture}_{config.data.image_size}px_"
+          f"{'clae' if config.adv.enabled else 'plain'}")
+
+
+def cost_table(planned: Sequence[PlannedRun], speeds: dict) -> str:
+  """Markdown: every planned run, the images it trains on and, where `speeds` (images/s by
+  speed_key) has its model, the hours it takes at that speed."""
+  lines = ["| run | data | speed key | epochs | images (M) | images/s | hours |",
+           "|---|---|---|---|---|---|---|"]
+  total = 0.0
+  for run in planned:
+    c, images = run.config, run_images(run.config)
+    speed = speeds.get(speed_key(c))
+    hours = images / speed / 3600 if images and speed else None
+    total += hours or 0.0
+    lines.append(f"| {run.setting} seed {run.seed} | {c.data.name} | {speed_key(c)} | "
+                 f"{c.train.num_epochs if c.train.num_steps <= 0 else '–'} | "
+                 f"{images / 1e6 if images else float('nan'):.1f} | "
+                 f"{speed if speed else '–'} | {f'{hours:.1f}' if hours else '–'} |")
+  lines.append(f"| all | | | | | | {total:.1f} |")
+  return "\n".join(lines) + "\n"
+
+
 # ---- The command.
 
-def run_study(spec, workdir: str, command: str, log=print) -> list:
+def run_study(spec, workdir: str, command: str, log=functools.partial(print, flush=True)) -> list:
   """Every planned run (resuming), the report after each; returns the planned runs."""
   planned = plan(spec, workdir)
   for run in planned:  # Fail on a changed spec before training anything.
@@ -397,6 +466,9 @@ def main(argv):
     sys.exit(2)
   command = "python -m adcl.study " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   try:
+    if f.plan:
+      print(cost_table(plan(f.spec, f.workdir), parse_speeds(f.images_per_s)), end="")
+      return
     run_study(f.spec, f.workdir, command)
   except train.Stopped as stopped:
     print(f"adcl.study: {stopped}; rerun the study command to resume the grid", file=sys.stderr)
@@ -413,5 +485,8 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("spec", None, "Path to a study spec file.", lock_config=False)
   flags.DEFINE_string("workdir", None, "Folder of the study (runs/, report.md, figures/).",
                       required=True)
+  flags.DEFINE_bool("plan", False, "Print every planned run and its cost; run nothing.")
+  flags.DEFINE_string("images_per_s", "", "With --plan: measured speeds, e.g. "
+                      "resnet18_32px_plain=9.9,resnet18_32px_clae=5.8 (benchmarks/step_time.py).")
   flags.mark_flags_as_required(["spec"])
   app.run(main)

@@ -83,3 +83,49 @@ def test_conv_impls_give_the_same_model_gradient():
     grads.append(jax.grad(loss)(variables["params"]))
   for a, b in zip(*(jax.tree.leaves(g) for g in grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _loss_grads_stats(model, x, variables):
+  """One compiled program (op by op, every op would compile on its own)."""
+  return jax.jit(lambda v: _loss_grads_stats_eager(model, x, v))(variables)
+
+
+def _loss_grads_stats_eager(model, x, variables):
+  def loss(p):
+    (h, z), updates = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
+                                  train=True, adv=True, mutable=["batch_stats"])
+    return jnp.sum(z ** 3) + jnp.mean(h), updates["batch_stats"]
+  (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+  return value, grads, stats
+
+
+def test_remat_keeps_names_values_gradients_and_bn_updates():
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 8, 8, 3)), jnp.float32)
+  plain = ContrastiveModel("resnet_small", width=4, projector=(8,))
+  remat = ContrastiveModel("resnet_small", width=4, projector=(8,), remat=True)
+  variables = plain.init(jax.random.PRNGKey(0), x, train=True)
+  # Same parameter names: a checkpoint does not depend on the switch.
+  assert (jax.tree.structure(jax.eval_shape(lambda: remat.init(jax.random.PRNGKey(0), x,
+                                                                train=True)))
+          == jax.tree.structure(variables))
+  results = [_loss_grads_stats(m, x, variables) for m in (plain, remat)]
+  for a, b in zip(*(jax.tree.leaves(r) for r in results)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_outputs():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 8, 8, 3)), jnp.float32)
+  full = ContrastiveModel("resnet_small", width=8, projector=(8,))
+  half = ContrastiveModel("resnet_small", width=8, projector=(8,), dtype=jnp.bfloat16)
+  variables = full.init(jax.random.PRNGKey(0), x, train=True)
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(
+      jax.eval_shape(lambda: half.init(jax.random.PRNGKey(0), x, train=True))))
+  (h_full, _), (h_half, z_half) = (jax.jit(lambda v, m=m: m.apply(v, x, train=False))(variables)
+                                   for m in (full, half))
+  assert h_half.dtype == jnp.float32 and z_half.dtype == jnp.float32
+  # bf16 has an 8-bit mantissa: the features agree to about 1%, not to float32 precision.
+  error = float(jnp.linalg.norm(h_half - h_full) / jnp.linalg.norm(h_full))
+  assert 1e-5 < error < 5e-2
+  _, grads, _ = _loss_grads_stats(half, x, variables)
+  assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
+             for g in jax.tree.leaves(grads))

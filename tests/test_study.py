@@ -119,3 +119,26 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert changed.returncode == 1
   assert "was made with another config (adv.eps 0.05 -> 0.1)" in changed.stderr
   assert (workdir / "report.md").read_text() == report
+
+
+def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
+  spec = study.load_config_file(os.path.join(REPO, "configs", "studies", "paper_grid.py"))
+  runs = study.plan(spec, str(tmp_path))
+  assert len(runs) == 3 * 3 * 2 * 2
+  by_name = {r.setting: r.config for r in runs}
+  simclr = by_name["cifar100_simclr_resnet50_clae"]
+  assert (simclr.model.architecture, simclr.optim.name, simclr.train.batch_size) == (
+      "resnet50", "adam", 256)
+  assert simclr.adv.enabled and not by_name["cifar100_simclr_resnet50_baseline"].adv.enabled
+  tiny = by_name["tiny_imagenet_uel_resnet18_clae"]
+  assert (tiny.data.source, tiny.data.image_size, tiny.model.stem, tiny.data.test_split) == (
+      "folder", 64, "imagenet", "val")
+  assert spec.settings["cifar10_uel_resnet18_clae"].baseline == "cifar10_uel_resnet18_baseline"
+  # 100 epochs of the 195 full batches of 256 that CIFAR's 50,000 images give.
+  assert study.run_images(by_name["cifar10_simclr_resnet18_clae"]) == 100 * 195 * 256
+  table = study.cost_table(runs, study.parse_speeds("resnet18_32px_clae=1000"))
+  row = next(l for l in table.splitlines() if l.startswith("| cifar10_simclr_resnet18_clae "))
+  assert row.endswith(f"| 1000.0 | {100 * 195 * 256 / 1000 / 3600:.1f} |")
+  assert "| resnet50_32px_plain | 301 | 15.0 | – | – |" in table
+  with pytest.raises(ValueError, match="--images_per_s: 'resnet18' is not"):
+    study.parse_speeds("resnet18")

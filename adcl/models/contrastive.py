@@ -34,13 +34,15 @@ class ContrastiveModel(nn.Module):
   projector: Sequence[int] = (128,)
   dtype: Any = jnp.float32
   conv_impl: str = "xla"
+  remat: bool = False
 
   def setup(self):
     if self.architecture not in ARCHITECTURES:
       raise ValueError(f"config.model.architecture={self.architecture!r}; "
                        f"choose one of {sorted(ARCHITECTURES)}")
     self.encoder = ResNet(width=self.width, stem=self.stem, dtype=self.dtype,
-                          conv_impl=self.conv_impl, **ARCHITECTURES[self.architecture])
+                          conv_impl=self.conv_impl, remat=self.remat,
+                          **ARCHITECTURES[self.architecture])
     self.head = Projector(self.projector)
 
   def __call__(self, x: jax.Array, train: bool, adv: bool = False):
@@ -58,4 +60,5 @@ def from_config(model_config) -> ContrastiveModel:
       stem=model_config.stem, projector=tuple(model_config.projector),
       dtype=jnp.dtype(model_config.dtype),
       # Absent from configs saved before the switch existed: XLA's own, as they trained.
-      conv_impl=model_config.get("conv_impl", "xla"))
+      conv_impl=model_config.get("conv_impl", "xla"),
+      remat=bool(model_config.get("remat", False)))

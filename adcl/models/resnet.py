@@ -79,6 +79,8 @@ class ResNet(nn.Module):
     width: channels of the first stage (64 in the standard nets; the width multiplier).
     stem: 'cifar' (3x3 conv, stride 1, no max-pool, for 32 px and below) or 'imagenet'
       (7x7 conv stride 2 and a 3x3 max-pool, for 64 px and up).
+    remat: recompute each block's activations in the backward pass instead of keeping them
+      (jax.checkpoint): less memory for large batches, about one more forward of compute.
   """
 
   stage_sizes: Sequence[int]
@@ -87,6 +89,7 @@ class ResNet(nn.Module):
   stem: str = "cifar"
   dtype: Any = jnp.float32
   conv_impl: str = "xla"  # 'xla', 'shifted' or 'auto' (adcl.models.conv).
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, adv: bool = False) -> jax.Array:
@@ -101,10 +104,16 @@ class ResNet(nn.Module):
     x = nn.relu(DualBatchNorm(name="stem_bn")(x, train, adv))
     if self.stem == "imagenet":
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    # (x, train, adv) are arguments 1-3 of __call__ (self is 0); train and adv are Python flags.
+    block = nn.remat(self.block, static_argnums=(2, 3)) if self.remat else self.block
+    count = 0
     for stage, num_blocks in enumerate(self.stage_sizes):
       for index in range(num_blocks):
         strides = 2 if stage > 0 and index == 0 else 1
-        x = self.block(self.width * 2**stage, strides, self.dtype, self.conv_impl)(x, train, adv)
+        # Named as without remat (BasicBlock_0, ...), so checkpoints do not depend on it.
+        x = block(self.width * 2**stage, strides, self.dtype, self.conv_impl,
+                  name=f"{self.block.__name__}_{count}")(x, train, adv)
+        count += 1
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
