@@ -131,19 +131,15 @@ def adversarial_view(forward, params, batch_stats, x1: jax.Array, rng: jax.Array
   return x_adv, attack_loss(x_adv)[0], batch_stats
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict, channels: int,
-                    mesh: Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """The jitted `train_step(state, batch) -> (state, metrics)`, state donated.
+def make_objective(forward, config: ml_collections.ConfigDict):
+  """`objective(params, batch_stats, x1, x2, x_adv) -> (loss, (batch_stats, clean, adv))`.
 
-  batch: {'view1', 'view2'}: [N, H, W, C] float32 normalised, sharded on `data`.
-  metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
+  L(f(x1), f(x2)) + alpha * L(f(x1), f_adv(x_adv)), each view its own BN batch; x_adv None
+  gives the plain objective. Differentiated with respect to params by the step.
   """
   loss_of, tau, alpha = losses.get(config.loss.name), config.loss.temperature, config.adv.alpha
-  forward = make_forward(model)
 
   def objective(params, batch_stats, x1, x2, x_adv):
-    """L(f(x1), f(x2)) + alpha * L(f(x1), f_adv(x_adv)); each view its own BN batch."""
     z1, batch_stats = forward(params, batch_stats, x1, False)
     z2, batch_stats = forward(params, batch_stats, x2, False)
     clean = loss_of(z1, z2, tau)
@@ -152,6 +148,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     z_adv, batch_stats = forward(params, batch_stats, x_adv, True)
     adv_term = loss_of(z1, z_adv, tau)
     return clean + alpha * adv_term, (batch_stats, clean, adv_term)
+
+  return objective
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict, channels: int,
+                    mesh: Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The jitted `train_step(state, batch) -> (state, metrics)`, state donated.
+
+  batch: {'view1', 'view2'}: [N, H, W, C] float32 normalised, sharded on `data`.
+  metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
+  """
+  forward = make_forward(model)
+  objective = make_objective(forward, config)
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)

@@ -163,9 +163,11 @@ def check_same_config(run: PlannedRun, record: dict) -> None:
 
 
 def _differences(old, new, prefix=""):
+  """Dotted keys whose values differ. A key the saved config lacks is not a difference: it
+  was added to adcl after that run, with a default that keeps the old behaviour."""
   if isinstance(old, dict) and isinstance(new, dict):
-    return [d for k in sorted(set(old) | set(new))
-            for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [d for k in sorted(set(old) | set(new)) if k in old
+            for d in _differences(old[k], new.get(k), f"{prefix}{k}.")]
   return [] if old == new else [f"{prefix[:-1]} {old!r} -> {new!r}"]
 
 

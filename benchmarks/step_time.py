@@ -76,8 +76,10 @@ def time_variant(config, adv_enabled, channels, mesh, batch):
   return compile_s, run
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_model_arguments(description: str):
+  """The benchmarks' shared flags (model, sizes, timing); batch defaults to 64 (ResNets) or
+  the quickstart's."""
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--model", default="resnet18", help="architecture, or 'quickstart'")
   parser.add_argument("--width", type=int, default=64)
   parser.add_argument("--image-size", type=int, default=32)
@@ -92,6 +94,11 @@ def main():
   args = parser.parse_args()
   if args.model != "quickstart":
     args.batch = args.batch or 64
+  return args
+
+
+def main():
+  args = parse_model_arguments(__doc__.splitlines()[0])
   config = build_config(args)
   mesh = step_lib.data_mesh()
   rng = np.random.default_rng(0)

@@ -142,3 +142,22 @@ def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
   assert "| resnet50_32px_plain | 301 | 15.0 | – | – |" in table
   with pytest.raises(ValueError, match="--images_per_s: 'resnet18' is not"):
     study.parse_speeds("resnet18")
+
+
+def test_fashion_mnist_study_spec_is_the_issue_grid(tmp_path):
+  spec = study.load_config_file(os.path.join(REPO, "configs", "studies", "fashion_mnist.py"))
+  runs = study.plan(spec, str(tmp_path))
+  seeds = {}
+  for r in runs:
+    seeds.setdefault(r.setting, []).append(r.seed)
+  assert seeds["simclr"] == seeds["clae"] == seeds["clae_shared"] == [0, 1, 2]
+  assert list(seeds)[:2] == ["simclr", "clae"]  # The main pair runs first.
+  config = {r.setting: r.config for r in runs if r.seed == 0}
+  assert all(c.train.num_epochs == 1 and c.model.architecture == "resnet_small"
+             for c in config.values())
+  assert [config[s].adv.eps for s in spec.sweeps.eps.settings] == [0.01, 0.03, 0.1]
+  assert [config[s].adv.alpha for s in spec.sweeps.alpha.settings] == [0.5, 1.0, 2.0]
+  assert [config[s].model.width for s in spec.sweeps.width.settings] == [8, 16, 32]
+  assert config["clae_shared"].adv.shared_delta and not config["clae"].adv.shared_delta
+  assert not config["simclr"].adv.enabled and config["clae_w32"].adv.enabled
+  assert spec.settings.clae_w32.baseline == "simclr_w32"

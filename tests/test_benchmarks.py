@@ -1,0 +1,31 @@
+"""The benchmarks run and report what they claim (tiny sizes: this checks them, not speed)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO, cli_env
+
+TINY = ["--model", "resnet_small", "--width", "4", "--image-size", "8", "--channels", "1",
+        "--batch", "8", "--steps", "1", "--rounds", "1"]
+
+
+def run_benchmark(script):
+  result = subprocess.run([sys.executable, f"benchmarks/{script}", *TINY], cwd=REPO,
+                          env=cli_env(devices=1), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_profile_step_splits_the_step_into_its_passes():
+  table, result = run_benchmark("profile_step.py")
+  parts = ("forward", "generation", "objective_plain", "objective_clae", "step_plain", "step_clae")
+  assert set(result["ms"]) == set(parts) and all(result["ms"][p] > 0 for p in parts)
+  flops = result["gflop"]
+  # The counts must add up the way the step is built: one more forward and its backward for
+  # the adversarial term, a forward and an input gradient for the generation.
+  assert flops["objective_clae"] > flops["objective_plain"] > 2 * flops["forward"]
+  assert flops["step_clae"] > flops["step_plain"] >= flops["objective_plain"]
+  assert flops["generation"] > flops["forward"]
+  assert result["clae_over_plain_flops"] > 1.3
+  assert "| generation |" in table
