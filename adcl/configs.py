@@ -74,8 +74,9 @@ def base() -> ml_collections.ConfigDict:
   c.model.stem = "cifar"  # 'cifar' (3x3, stride 1, no max-pool) or 'imagenet' (7x7/2 + pool).
   c.model.projector = (128,)  # Head widths: (128,) linear (Plain/UEL), (512, 64) SimCLR MLP.
   c.model.dtype = "float32"  # Compute dtype of convolutions ('bfloat16' on TPU).
-  # Convolution backward: 'auto' = the shifted-matmul filter gradient on CPU (faster there,
-  # adcl.models.conv), XLA's own on GPU/TPU; or force 'xla' / 'shifted'. Same values.
+  # Convolution backward: 'auto' = XLA's own, except on CPU with YNNPACK convolutions (not
+  # adcl's default, adcl/xla_cpu.py), where the shifted-matmul filter gradient is faster
+  # (adcl.models.conv); or force 'xla' / 'shifted'. Same values.
   c.model.conv_impl = "auto"
   # Recompute each ResNet block in the backward pass (jax.checkpoint) instead of storing its
   # activations: for batches that do not fit in accelerator memory otherwise. Same values.

@@ -1,23 +1,25 @@
 """A convolution whose filter gradient is computed as shifted matrix products (for XLA:CPU).
 
-XLA:CPU runs a convolution's forward and input gradient near matmul speed, but its filter
-gradient several times slower (measured, 3x3 at 32x32x64, batch 64, 2 cores: forward ~70
+When XLA:CPU sends convolutions to YNNPACK (jaxlib 0.10's default, which adcl turns off: see
+adcl/xla_cpu.py), it runs a convolution's forward and input gradient near matmul speed but
+its filter gradient several times slower (3x3 at 32x32x64, batch 64, 2 cores: forward ~70
 GFLOP/s, filter gradient ~4-5). A k x k filter gradient is k*k matrix products,
 
     dW[i, j] = sum over (n, h, w) of  x_pad[n, s*h + i, s*w + j, :]^T  dY[n, h, w, :],
 
-each a [C, N*H*W] x [N*H*W, O] matmul, which XLA:CPU runs at matmul speed. `shifted_conv` is
-a drop-in `conv_general_dilated` for `flax.linen.Conv` with that backward pass (the forward and
-the input gradient stay XLA's own). It gives the same values as XLA's gradient up to float
-summation order. `model.conv_impl` selects it: 'shifted' for every convolution, 'xla' for none,
-'auto' (the default) on CPU only and only where it was measured to win (GPUs and TPUs have
-fast filter gradients of their own).
+each a [C, N*H*W] x [N*H*W, O] matmul. `shifted_conv` is a drop-in `conv_general_dilated`
+for `flax.linen.Conv` with that backward pass (the forward and the input gradient stay XLA's
+own). It gives the same values as XLA's gradient up to float summation order.
+`model.conv_impl` selects it: 'shifted' for every convolution, 'xla' for none, 'auto' (the
+default) only on CPU with YNNPACK convolutions on, and only where it was measured to win.
 
-Filter gradient of a 3x3 convolution, batch 64, jax 0.10.2 on this project's 2-core CPU
-(XLA ms / shifted ms): 32x32, 64->64: 1433 / 330 (4.3x); 32->16 px, 64->128 stride 2:
-173 / 120; 16x16 128->128: 199 / 186; 8x8 256->256: 120 / 121; 16->8 px 128->256: 71 / 78;
-and at the quickstart's 16-32 channels the shifted form is 1.3-1.8x *slower* (20x20 16->16:
-7.1 / 9.7 ms). Hence 'auto': input channels >= 64 and output maps of >= 16x16.
+Filter gradient of a 3x3 convolution with YNNPACK convolutions, batch 64, jax 0.10.2 on this
+project's 2-core CPU (XLA ms / shifted ms): 32x32, 64->64: 1433 / 330 (4.3x); 32->16 px,
+64->128 stride 2: 173 / 120; 16x16 128->128: 199 / 186; 8x8 256->256: 120 / 121; 16->8 px
+128->256: 71 / 78; at the quickstart's 16-32 channels the shifted form is 1.3-1.8x *slower*
+(20x20 16->16: 7.1 / 9.7 ms). Hence 'auto': input channels >= 64 and output maps of >= 16x16.
+With XLA's own (Eigen) convolutions, adcl's CPU default, the filter gradient is fast already
+(32x32, 64->64: 76 ms, against ~200 ms shifted), and 'auto' is XLA's convolution.
 """
 
 from functools import partial
@@ -25,6 +27,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from adcl import xla_cpu
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -101,9 +105,10 @@ def auto_conv(lhs, rhs, window_strides, padding, *args, **kwargs):
 
 def conv_function(impl: str):
   """The conv_general_dilated for `model.conv_impl`: 'xla', 'shifted', or 'auto' (auto_conv
-  on CPU, XLA's own elsewhere)."""
+  on CPU while XLA sends convolutions to YNNPACK, XLA's own otherwise)."""
   if impl == "auto":
-    impl = "auto_cpu" if jax.default_backend() == "cpu" else "xla"
+    cpu_ynn = jax.default_backend() == "cpu" and xla_cpu.ynn_convolutions_enabled()
+    impl = "auto_cpu" if cpu_ynn else "xla"
   if impl == "xla":
     return None  # flax.linen.Conv's default, lax.conv_general_dilated.
   if impl == "shifted":

@@ -1,0 +1,96 @@
+"""XLA:CPU options adcl sets by default, before jax starts (imported by `adcl/__init__.py`).
+
+jaxlib 0.10 sends CPU convolutions to YNNPACK (`--xla_cpu_experimental_ynn_fusion_type`
+includes `individual_convolution`). For the convolutions of a ResNet that is much slower
+than XLA's own (Eigen) kernels. Measured on this project's 2-core CPU, jax 0.10.2, batch 64,
+3x3 convolutions, ms YNNPACK / Eigen:
+
+    layer                  forward    input grad   filter grad
+    32x32, 64->64          83 / 32     81 / 40     1199 / 79
+    16x16, 128->128        46 / 33     42 / 36      118 / 40
+    8x8, 256->256          48 / 32     46 / 36       70 / 33
+    4x4, 512->512          44 / 55     52 / 38       62 / 35
+    all 7 layer shapes    308 / 205   323 / 251    1636 / 255
+
+(`python benchmarks/conv_layers.py`.) So adcl sets `--xla_cpu_experimental_ynn_fusion_type=individual_dot`:
+YNNPACK keeps the matrix products (its part of jax's default) and convolutions go back to
+XLA's own. The ResNet-18 step got 1.30x faster (plain 9.9 -> 12.9 img/s) and the quickstart
+step 1.5x (plain 404 -> 612 img/s).
+
+Rules: a flag the user's `XLA_FLAGS` already names is left as it is; `ADCL_XLA_DEFAULTS=0`
+turns all of this off; nothing is set for a jaxlib older than 0.10 (whose flag set differs:
+an unknown flag would abort jax); and since XLA reads `XLA_FLAGS` once, when jax starts its
+first backend, importing adcl after a jax computation ran gets a warning instead. The flags
+only concern the CPU backend: GPU and TPU runs are unaffected.
+"""
+
+import importlib.metadata
+import os
+import sys
+import warnings
+
+YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
+DEFAULTS = {YNN_FUSION_FLAG: "individual_dot"}
+MIN_JAXLIB = (0, 10)
+
+
+def named_flags(xla_flags: str) -> dict:
+  """{flag name: value} of an XLA_FLAGS string ('--a=1 --b' -> {'a': '1', 'b': ''})."""
+  flags = {}
+  for item in xla_flags.split():
+    name, _, value = item.lstrip("-").partition("=")
+    flags[name] = value
+  return flags
+
+
+def with_defaults(xla_flags: str) -> str:
+  """`xla_flags` plus adcl's defaults for the flags it does not name."""
+  named = named_flags(xla_flags)
+  extra = [f"--{name}={value}" for name, value in DEFAULTS.items() if name not in named]
+  return " ".join([xla_flags.strip()] + extra).strip()
+
+
+def _jaxlib_supported() -> bool:
+  try:
+    version = importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return False
+  parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+  return parts >= MIN_JAXLIB
+
+
+def _jax_started() -> bool:
+  if "jax" not in sys.modules:
+    return False
+  try:
+    from jax._src import xla_bridge  # Private, hence the fallback: assume not started.
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    return False
+
+
+def apply_defaults(environ=os.environ) -> bool:
+  """Adds adcl's defaults to environ['XLA_FLAGS']; True when it changed anything."""
+  if environ.get("ADCL_XLA_DEFAULTS", "1") == "0" or not _jaxlib_supported():
+    return False
+  current = environ.get("XLA_FLAGS", "")
+  updated = with_defaults(current)
+  if updated == current:
+    return False
+  if _jax_started():
+    warnings.warn(f"adcl was imported after jax started, so its XLA:CPU default "
+                  f"XLA_FLAGS='{updated[len(current):].strip()}' (adcl/xla_cpu.py: about 1.3x "
+                  f"faster convolution steps on CPU) is not in effect; import adcl first or set "
+                  f"XLA_FLAGS yourself.", stacklevel=3)
+    return False
+  environ["XLA_FLAGS"] = updated
+  return True
+
+
+def ynn_convolutions_enabled(environ=os.environ) -> bool:
+  """Whether XLA:CPU sends convolutions to YNNPACK under `environ`'s XLA_FLAGS (jaxlib 0.10's
+  default when the flag is not named)."""
+  named = named_flags(environ.get("XLA_FLAGS", ""))
+  if YNN_FUSION_FLAG not in named:
+    return _jaxlib_supported()
+  return "convolution" in named[YNN_FUSION_FLAG]
