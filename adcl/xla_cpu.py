@@ -1,9 +1,10 @@
 """XLA:CPU options adcl sets by default, before jax starts (imported by `adcl/__init__.py`).
 
-jaxlib 0.10 sends CPU convolutions to YNNPACK (`--xla_cpu_experimental_ynn_fusion_type`
-includes `individual_convolution`). For the convolutions of a ResNet that is much slower
-than XLA's own (Eigen) kernels. Measured on this project's 2-core CPU, jax 0.10.2, batch 64,
-3x3 convolutions, ms YNNPACK / Eigen:
+jaxlib 0.10 hands three kinds of CPU op to YNNPACK: matrix products, reductions and
+convolutions (`--xla_cpu_experimental_ynn_fusion_type` defaults to `individual_dot`,
+`reduce`, `individual_convolution`). For a ResNet's convolutions YNNPACK is much slower than
+XLA's own (Eigen) kernels, the filter gradient most of all. ms per pass, batch 64, 3x3,
+this project's 2-core CPU, jax 0.10.2, YNNPACK / Eigen (`python benchmarks/conv_layers.py`):
 
     layer                  forward    input grad   filter grad
     32x32, 64->64          83 / 32     81 / 40     1199 / 79
@@ -12,16 +13,17 @@ than XLA's own (Eigen) kernels. Measured on this project's 2-core CPU, jax 0.10.
     4x4, 512->512          44 / 55     52 / 38       62 / 35
     all 7 layer shapes    308 / 205   323 / 251    1636 / 255
 
-(`python benchmarks/conv_layers.py`.) So adcl sets `--xla_cpu_experimental_ynn_fusion_type=individual_dot`:
-YNNPACK keeps the matrix products (its part of jax's default) and convolutions go back to
-XLA's own. The ResNet-18 step got 1.30x faster (plain 9.9 -> 12.9 img/s) and the quickstart
-step 1.5x (plain 404 -> 612 img/s).
+So adcl sets `--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce`: jaxlib's default
+without convolutions. (Dropping `reduce` as well makes XLA split batch-norm statistics into
+unfused reduce-windows, 4 ms instead of 0.5 ms for a [64, 32, 32, 64] sum; adding `eltwise`
+halved the ResNet-18 step's speed.) ResNet-18 step, 32 px, batch 64 (benchmarks/step_time.py,
+same session): plain 9.9 -> 14.3 img/s, CLAE 5.8 -> 8.2 img/s.
 
 Rules: a flag the user's `XLA_FLAGS` already names is left as it is; `ADCL_XLA_DEFAULTS=0`
 turns all of this off; nothing is set for a jaxlib older than 0.10 (whose flag set differs:
 an unknown flag would abort jax); and since XLA reads `XLA_FLAGS` once, when jax starts its
-first backend, importing adcl after a jax computation ran gets a warning instead. The flags
-only concern the CPU backend: GPU and TPU runs are unaffected.
+first backend, importing adcl after a jax computation ran gets a warning instead. The flag
+only concerns the CPU backend: GPU and TPU runs are unaffected.
 """
 
 import importlib.metadata
@@ -30,7 +32,7 @@ import sys
 import warnings
 
 YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
-DEFAULTS = {YNN_FUSION_FLAG: "individual_dot"}
+DEFAULTS = {YNN_FUSION_FLAG: "individual_dot,reduce"}
 MIN_JAXLIB = (0, 10)
 
 
@@ -79,8 +81,8 @@ def apply_defaults(environ=os.environ) -> bool:
     return False
   if _jax_started():
     warnings.warn(f"adcl was imported after jax started, so its XLA:CPU default "
-                  f"XLA_FLAGS='{updated[len(current):].strip()}' (adcl/xla_cpu.py: about 1.3x "
-                  f"faster convolution steps on CPU) is not in effect; import adcl first or set "
+                  f"XLA_FLAGS='{updated[len(current):].strip()}' (adcl/xla_cpu.py: ResNet steps 1.4x "
+                  f"faster on CPU) is not in effect; import adcl first or set "
                   f"XLA_FLAGS yourself.", stacklevel=3)
     return False
   environ["XLA_FLAGS"] = updated

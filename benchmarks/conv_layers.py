@@ -5,8 +5,8 @@
 
 Each layer is jitted on its own and timed (best of --reps) at batch --batch. By default it
 runs itself twice, in fresh processes (XLA reads XLA_FLAGS once per process): with adcl's CPU
-default (`--xla_cpu_experimental_ynn_fusion_type=individual_dot`, adcl/xla_cpu.py) and with
-jaxlib 0.10's own (`individual_dot,individual_convolution`), then prints both side by side
+default (`--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce`, adcl/xla_cpu.py) and with
+jaxlib 0.10's own (`individual_dot,reduce,individual_convolution`), then prints both side by side
 with the ratio. The last line is JSON with every number. This is the measurement behind
 adcl/xla_cpu.py.
 """
@@ -21,8 +21,8 @@ import time
 # (input pixels, input channels, output channels, stride) of ResNet-18's 3x3 layers, CIFAR stem.
 LAYERS = [(32, 64, 64, 1), (32, 64, 128, 2), (16, 128, 128, 1), (16, 128, 256, 2),
           (8, 256, 256, 1), (8, 256, 512, 2), (4, 512, 512, 1)]
-SETTINGS = {"adcl default (Eigen convolutions)": "individual_dot",
-            "jaxlib default (YNNPACK convolutions)": "individual_dot,individual_convolution"}
+SETTINGS = {"adcl default (Eigen convolutions)": "individual_dot,reduce",
+            "jaxlib default (YNNPACK convolutions)": "individual_dot,reduce,individual_convolution"}
 
 
 def best_ms(fn, args, reps: int) -> float:

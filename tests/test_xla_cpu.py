@@ -10,13 +10,15 @@ from adcl import xla_cpu
 from adcl.models import conv
 
 FLAG = xla_cpu.YNN_FUSION_FLAG
+OURS = "individual_dot,reduce"  # jaxlib 0.10's default without convolutions.
+JAXLIB = "individual_dot,reduce,individual_convolution"  # jaxlib 0.10's default.
 
 
 def test_defaults_are_appended_and_a_users_flag_is_kept():
-  assert xla_cpu.with_defaults("") == f"--{FLAG}=individual_dot"
+  assert xla_cpu.with_defaults("") == f"--{FLAG}={OURS}"
   assert xla_cpu.with_defaults("--xla_force_host_platform_device_count=2") == (
-      f"--xla_force_host_platform_device_count=2 --{FLAG}=individual_dot")
-  mine = f"--{FLAG}=individual_dot,individual_convolution --xla_cpu_enable_fast_math=false"
+      f"--xla_force_host_platform_device_count=2 --{FLAG}={OURS}")
+  mine = f"--{FLAG}={JAXLIB} --xla_cpu_enable_fast_math=false"
   assert xla_cpu.with_defaults(mine) == mine
   assert xla_cpu.named_flags(f"--a=1 --b --{FLAG}=") == {"a": "1", "b": "", FLAG: ""}
 
@@ -25,7 +27,7 @@ def test_apply_defaults_edits_only_the_given_environment(monkeypatch):
   monkeypatch.setattr(xla_cpu, "_jax_started", lambda: False)
   environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
   assert xla_cpu.apply_defaults(environ)
-  assert environ["XLA_FLAGS"].endswith(f"--{FLAG}=individual_dot")
+  assert environ["XLA_FLAGS"].endswith(f"--{FLAG}={OURS}")
   assert not xla_cpu.apply_defaults(environ)  # Already there: nothing to add.
   off = {"ADCL_XLA_DEFAULTS": "0"}
   assert not xla_cpu.apply_defaults(off) and "XLA_FLAGS" not in off
@@ -34,16 +36,16 @@ def test_apply_defaults_edits_only_the_given_environment(monkeypatch):
 def test_apply_defaults_warns_and_leaves_flags_once_jax_has_started(monkeypatch):
   monkeypatch.setattr(xla_cpu, "_jax_started", lambda: True)
   environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-  with pytest.warns(UserWarning, match=f"imported after jax started.*{FLAG}=individual_dot"):
+  with pytest.warns(UserWarning, match=f"imported after jax started.*{FLAG}={OURS}"):
     assert not xla_cpu.apply_defaults(environ)
   assert environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
 
 
 def test_auto_conv_impl_follows_the_ynn_setting(monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}=individual_dot")
+  monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}={OURS}")
   assert not xla_cpu.ynn_convolutions_enabled()
   assert conv.conv_function("auto") is None  # XLA's own convolution.
-  monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}=individual_dot,individual_convolution")
+  monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}={JAXLIB}")
   assert xla_cpu.ynn_convolutions_enabled()
   assert conv.conv_function("auto") is conv.auto_conv
 
@@ -73,10 +75,10 @@ def _probe(xla_flags, before=""):
 
 def test_importing_adcl_takes_convolutions_off_ynnpack_in_a_fresh_process():
   flags, uses_ynn, _ = _probe(None)
-  assert flags == f"--{FLAG}=individual_dot" and not uses_ynn
+  assert flags == f"--{FLAG}={OURS}" and not uses_ynn
   # The user's own choice wins, and it is what makes the difference (jaxlib 0.10's default).
-  flags, uses_ynn, _ = _probe(f"--{FLAG}=individual_dot,individual_convolution")
-  assert flags == f"--{FLAG}=individual_dot,individual_convolution" and uses_ynn
+  flags, uses_ynn, _ = _probe(f"--{FLAG}={JAXLIB}")
+  assert flags == f"--{FLAG}={JAXLIB}" and uses_ynn
   # jax started first: adcl can no longer change the flags and says so.
   flags, uses_ynn, stderr = _probe(None, before="import jax; jax.numpy.zeros(1)")
   assert flags == "" and uses_ynn and "imported after jax started" in stderr
