@@ -87,6 +87,8 @@ def main():
     gflop[name] = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]) / 1e9
     fresh = jax.tree.map(jnp.copy, state)  # The step donates its state.
     fresh, _ = compiled(fresh, batch)
+    # Wait for the warm-up step: left running, it was timed as part of the first part below.
+    jax.block_until_ready(fresh)
     step_states[name] = (compiled, fresh)
   for round_index in range(args.rounds):  # Alternate the parts so that noise hits all alike.
     for name, (_, compiled) in timers.items():

@@ -29,3 +29,17 @@ def test_profile_step_splits_the_step_into_its_passes():
   assert flops["generation"] > flops["forward"]
   assert result["clae_over_plain_flops"] > 1.3
   assert "| generation |" in table
+
+
+def test_conv_layers_times_every_pass_with_and_without_ynnpack_convolutions():
+  result = subprocess.run([sys.executable, "benchmarks/conv_layers.py", "--batch", "1",
+                           "--reps", "1"], cwd=REPO, env=cli_env(devices=1),
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads(result.stdout.strip().splitlines()[-1])
+  assert len(results) == 2  # adcl's default and jaxlib's, each from its own process.
+  for rows in results.values():
+    assert len(rows) == 7
+    assert all(row[k] > 0 for row in rows
+               for k in ("forward_ms", "input_grad_ms", "filter_grad_ms", "gflop"))
+  assert result.stdout.count("| 32px 64->64 s1 |") == 1 and "| all |" in result.stdout
