@@ -16,8 +16,9 @@ this project's 2-core CPU, jax 0.10.2, YNNPACK / Eigen (`python benchmarks/conv_
 So adcl sets `--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce`: jaxlib's default
 without convolutions. (Dropping `reduce` as well makes XLA split batch-norm statistics into
 unfused reduce-windows, 4 ms instead of 0.5 ms for a [64, 32, 32, 64] sum; adding `eltwise`
-halved the ResNet-18 step's speed.) ResNet-18 step, 32 px, batch 64 (benchmarks/step_time.py,
-same session): plain 9.9 -> 14.3 img/s, CLAE 5.8 -> 8.2 img/s.
+halved the ResNet-18 step's speed.) ResNet-18 step, 32 px, batch 64, with `ADCL_XLA_DEFAULTS=0`
+and without, one after the other (`python benchmarks/step_time.py --model resnet18 --steps 2
+--rounds 2`): plain 9.18 -> 13.98 img/s, CLAE 5.02 -> 7.52 img/s (1.5x).
 
 Rules: a flag the user's `XLA_FLAGS` already names is left as it is; `ADCL_XLA_DEFAULTS=0`
 turns all of this off; nothing is set for a jaxlib older than 0.10 (whose flag set differs:
