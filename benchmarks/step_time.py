@@ -87,8 +87,10 @@ def parse_model_arguments(description: str):
   parser.add_argument("--batch", type=int, default=0, help="global batch (default 64)")
   parser.add_argument("--loss", default="simclr", choices=["plain", "simclr", "uel"])
   parser.add_argument("--dtype", default="float32")
-  parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "shifted"],
-                      help="model.conv_impl: the convolution backward (adcl.models.conv)")
+  parser.add_argument("--conv-impl", default="auto",
+                      help="model.conv_impl: the convolution backward (adcl.models.conv): "
+                      "auto, xla, shifted or batch_minor; comma-separated to time several "
+                      "side by side (step_time.py)")
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=2)
   args = parser.parse_args()
@@ -99,41 +101,58 @@ def parse_model_arguments(description: str):
 
 def main():
   args = parse_model_arguments(__doc__.splitlines()[0])
-  config = build_config(args)
+  impls = args.conv_impl.split(",")
+  configs_by_impl = {}
+  for impl in impls:  # build_config also sets the quickstart's image size and channels.
+    args.conv_impl = impl
+    configs_by_impl[impl] = build_config(args)
   mesh = step_lib.data_mesh()
   rng = np.random.default_rng(0)
   shape = (args.batch, args.image_size, args.image_size, args.channels)
   batch = jax.device_put({k: jnp.asarray(rng.normal(size=shape), jnp.float32)
                           for k in ("view1", "view2")}, NamedSharding(mesh, P("data")))
-  compile_plain, run_plain = time_variant(config, False, args.channels, mesh, batch)
-  compile_clae, run_clae = time_variant(config, True, args.channels, mesh, batch)
-  seconds = {"plain": 0.0, "clae": 0.0}
+  runs, compile_s = {}, {}
+  for impl, config in configs_by_impl.items():
+    for name, adv in (("plain", False), ("clae", True)):
+      compile_s[impl, name], runs[impl, name] = time_variant(config, adv, args.channels, mesh,
+                                                             batch)
+  seconds = {key: 0.0 for key in runs}
   for round_index in range(args.rounds):
-    seconds["plain"] += run_plain(args.steps)
-    seconds["clae"] += run_clae(args.steps)
-    print(f"round {round_index + 1}/{args.rounds}: plain {seconds['plain']:.2f}s, "
-          f"clae {seconds['clae']:.2f}s so far", file=sys.stderr)
+    for key, run in runs.items():  # Alternating, so that machine noise hits all alike.
+      seconds[key] += run(args.steps)
+    print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
+        f"{'/'.join(key)} {s:.2f}s" for key, s in seconds.items()) + " so far", file=sys.stderr)
   steps = args.steps * args.rounds
   import peak  # benchmarks/peak.py
   peak_gflops = peak.measure(dtype=args.dtype)
-  step_gflop = {k: f.flops / 1e9 for k, f in (("plain", run_plain), ("clae", run_clae))}
+  results = [result_of(args, config, impl, steps, peak_gflops,
+                       {k: seconds[impl, k] for k in ("plain", "clae")},
+                       {k: runs[impl, k].flops / 1e9 for k in ("plain", "clae")},
+                       {k: compile_s[impl, k] for k in ("plain", "clae")}) for impl in impls]
+  for result in results[:-1]:  # With several --conv-impl values: one line each, last one last.
+    print(json.dumps(result))
+  print(json.dumps(results[-1]))
+
+
+def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compile_s):
+  """The JSON record of one conv_impl: images/s, CLAE/plain time, compile time, FLOPs, MFU."""
   mfu = {k: step_gflop[k] * steps / seconds[k] / peak_gflops for k in seconds}
-  result = {
-      "model": args.model, "width": config.model.width, "conv_impl": args.conv_impl, "image_size": args.image_size,
+  return {
+      "model": args.model, "width": config.model.width,
+      "conv_impl": impl, "image_size": args.image_size,
       "channels": args.channels, "batch": args.batch, "loss": config.loss.name,
       "devices": jax.device_count(), "platform": jax.devices()[0].platform,
       "timed_steps": steps,
       "plain_images_per_s": round(steps * args.batch / seconds["plain"], 2),
       "clae_images_per_s": round(steps * args.batch / seconds["clae"], 2),
       "clae_over_plain_time": round(seconds["clae"] / seconds["plain"], 3),
-      "compile_s": round(compile_plain + compile_clae, 2),
-      "compile_plain_s": round(compile_plain, 2), "compile_clae_s": round(compile_clae, 2),
+      "compile_s": round(compile_s["plain"] + compile_s["clae"], 2),
+      "compile_plain_s": round(compile_s["plain"], 2), "compile_clae_s": round(compile_s["clae"], 2),
       "plain_gflop_per_step": round(step_gflop["plain"], 2),
       "clae_gflop_per_step": round(step_gflop["clae"], 2),
       "peak_gflop_per_s": round(peak_gflops, 1),
       "plain_mfu": round(mfu["plain"], 4), "clae_mfu": round(mfu["clae"], 4),
   }
-  print(json.dumps(result))
 
 
 if __name__ == "__main__":

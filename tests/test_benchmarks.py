@@ -10,11 +10,22 @@ TINY = ["--model", "resnet_small", "--width", "4", "--image-size", "8", "--chann
         "--batch", "8", "--steps", "1", "--rounds", "1"]
 
 
-def run_benchmark(script):
-  result = subprocess.run([sys.executable, f"benchmarks/{script}", *TINY], cwd=REPO,
+def run_benchmark(script, *extra):
+  result = subprocess.run([sys.executable, f"benchmarks/{script}", *TINY, *extra], cwd=REPO,
                           env=cli_env(devices=1), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_step_time_times_several_conv_impls_side_by_side():
+  stdout, last = run_benchmark("step_time.py", "--conv-impl", "xla,batch_minor")
+  xla, batch_minor = (json.loads(line) for line in stdout.strip().splitlines()[-2:])
+  assert (xla["conv_impl"], batch_minor["conv_impl"]) == ("xla", "batch_minor") and last == batch_minor
+  for result in (xla, batch_minor):
+    assert result["plain_images_per_s"] > 0 and result["clae_images_per_s"] > 0
+    assert result["clae_gflop_per_step"] > result["plain_gflop_per_step"] > 0
+  # batch_minor's identity matmuls are real work, and XLA's cost analysis counts them.
+  assert batch_minor["plain_gflop_per_step"] > xla["plain_gflop_per_step"]
 
 
 def test_profile_step_splits_the_step_into_its_passes():

@@ -44,10 +44,10 @@ def test_apply_defaults_warns_and_leaves_flags_once_jax_has_started(monkeypatch)
 def test_auto_conv_impl_follows_the_ynn_setting(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}={OURS}")
   assert not xla_cpu.ynn_convolutions_enabled()
-  assert conv.conv_function("auto") is None  # XLA's own convolution.
+  assert conv.conv_function("auto") is conv.auto_eigen_conv  # batch_minor where it wins.
   monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}={JAXLIB}")
   assert xla_cpu.ynn_convolutions_enabled()
-  assert conv.conv_function("auto") is conv.auto_conv
+  assert conv.conv_function("auto") is conv.auto_ynn_conv  # shifted where it wins.
 
 
 PROBE = """
