@@ -148,8 +148,8 @@ def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compi
       "clae_over_plain_time": round(seconds["clae"] / seconds["plain"], 3),
       "compile_s": round(compile_s["plain"] + compile_s["clae"], 2),
       "compile_plain_s": round(compile_s["plain"], 2), "compile_clae_s": round(compile_s["clae"], 2),
-      "plain_gflop_per_step": round(step_gflop["plain"], 2),
-      "clae_gflop_per_step": round(step_gflop["clae"], 2),
+      "plain_gflop_per_step": round(step_gflop["plain"], 4),
+      "clae_gflop_per_step": round(step_gflop["clae"], 4),
       "peak_gflop_per_s": round(peak_gflops, 1),
       "plain_mfu": round(mfu["plain"], 4), "clae_mfu": round(mfu["clae"], 4),
   }
