@@ -10,6 +10,7 @@ import os
 import ml_collections
 
 from adcl import losses
+from adcl.models.conv import IMPLS as CONV_IMPLS
 from adcl.models.resnet import ARCHITECTURES
 
 # Per-recipe normalisation (the eps space of REFERENCE §2): CIFAR statistics for Plain/UEL,
@@ -200,8 +201,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     fail("data.views.crop_scale", f"needs 0 < low <= high <= 1, got {(low, high)}")
   if config.model.architecture not in ARCHITECTURES:
     fail("model.architecture", f"{config.model.architecture!r}; choose one of {sorted(ARCHITECTURES)}")
-  if config.model.get("conv_impl", "auto") not in ("auto", "xla", "shifted", "batch_minor"):
-    fail("model.conv_impl", f"{config.model.conv_impl!r}; choose 'auto', 'xla', 'shifted' or 'batch_minor'")
+  if config.model.get("conv_impl", "auto") not in CONV_IMPLS:
+    fail("model.conv_impl", f"{config.model.conv_impl!r}; choose one of {CONV_IMPLS}")
   if config.model.stem not in ("cifar", "imagenet"):
     fail("model.stem", f"{config.model.stem!r}; choose 'cifar' or 'imagenet'")
   if config.loss.name not in losses.LOSSES:

@@ -125,13 +125,12 @@ def main():
   steps = args.steps * args.rounds
   import peak  # benchmarks/peak.py
   peak_gflops = peak.measure(dtype=args.dtype)
-  results = [result_of(args, config, impl, steps, peak_gflops,
+  results = [result_of(args, configs_by_impl[impl], impl, steps, peak_gflops,
                        {k: seconds[impl, k] for k in ("plain", "clae")},
                        {k: runs[impl, k].flops / 1e9 for k in ("plain", "clae")},
                        {k: compile_s[impl, k] for k in ("plain", "clae")}) for impl in impls]
-  for result in results[:-1]:  # With several --conv-impl values: one line each, last one last.
+  for result in results:  # One line per --conv-impl value.
     print(json.dumps(result))
-  print(json.dumps(results[-1]))
 
 
 def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compile_s):

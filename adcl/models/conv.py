@@ -16,9 +16,10 @@ dot is something XLA:CPU cannot fuse into, so `batch_minor_copy` makes the batch
 as a matmul with the N x N identity (exact), and `filter_gradient` runs the filter gradient
 as one convolution that reads it in XLA's native layout. Same values as XLA's gradient (the
 same Eigen kernel does the arithmetic; tested); the identity matmuls add 2*N FLOPs per
-element of x, 2.4% of a ResNet-18 step at batch 64, which XLA's cost analysis counts. With
+element of x, 2.3% of a ResNet-18 step at batch 64, which XLA's cost analysis counts. With
 small channels and a batch larger than them (the quickstart: 16-32 channels, batch 64) the
-matmul costs more than the transposes it replaces, hence 'auto': >= 64 input channels.
+matmul costs more than the transposes it replaces, and so it does on ResNet-18's 4x4 maps:
+hence 'auto': >= 64 input channels on maps of >= 8x8.
 
 **shifted** (what 'auto' uses while XLA sends convolutions to YNNPACK: jaxlib 0.10's
 default, which adcl turns off, see adcl/xla_cpu.py). YNNPACK runs a convolution's forward and
@@ -47,6 +48,7 @@ from jax import lax
 from adcl import xla_cpu
 
 NHWC = ("NHWC", "HWIO", "NHWC")
+IMPLS = ("auto", "xla", "shifted", "batch_minor")  # The values of model.conv_impl.
 
 
 def _conv(x, w, strides, padding):
@@ -199,5 +201,4 @@ def conv_function(impl: str):
     return shifted_conv
   if impl == "batch_minor":
     return batch_minor_conv
-  raise ValueError(
-      f"config.model.conv_impl={impl!r}; choose 'auto', 'xla', 'shifted' or 'batch_minor'")
+  raise ValueError(f"config.model.conv_impl={impl!r}; choose one of {IMPLS}")
