@@ -1,4 +1,4 @@
-"""Adversarial inputs from a loss-of-input function (REFERENCE §2). Knows nothing of models.
+"""Adversarial inputs from a loss-of-input function (docs/method.md §2). Knows nothing of models.
 
 `loss_fn: x -> scalar` is the loss of the whole batch `x` ([N, H, W, C]); because the
 contrastive loss couples all images of the batch, each image's perturbation depends on

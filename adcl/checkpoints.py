@@ -10,16 +10,21 @@ import orbax.checkpoint as ocp
 
 from adcl import configs, paths
 
-# Orbax splits each replicated array across its replicas so that they write in parallel. For
-# small arrays the split costs more than it saves: every (shape, slice) is a compiled slice op,
-# 6.5 s of a tiny test run's first save on 8 CPU devices. Arrays under 1 MiB per slice are
-# written whole by one replica; large arrays on a pod are still spread.
-_absl_logger = logging.getLogger("absl")
-_absl_logger.disabled = True  # Orbax warns about any override; this one is intended.
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=2**20),
-    override=True)
-_absl_logger.disabled = False
+
+def _write_small_arrays_whole() -> None:
+  """Orbax splits each replicated array across its replicas so that they write in parallel.
+  For small arrays the split costs more than it saves: every (shape, slice) is a compiled
+  slice op, 6.5 s of a tiny test run's first save on 8 CPU devices. Arrays under 1 MiB per
+  slice are written whole by one replica; large arrays on a pod are still spread. Orbax's
+  handler registry is global, so this runs when a Checkpoints is made, not on import."""
+  absl_logger = logging.getLogger("absl")
+  absl_logger.disabled = True  # Orbax warns about any override; this one is intended.
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=2**20),
+        override=True)
+  finally:
+    absl_logger.disabled = False
 
 
 class Checkpoints:
@@ -29,6 +34,7 @@ class Checkpoints:
     self.directory = paths.resolve(workdir) / "checkpoints"
     if read_only and not self.directory.is_dir():
       raise ValueError(f"{self.directory}: no such checkpoint directory")
+    _write_small_arrays_whole()
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "config"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,

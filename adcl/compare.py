@@ -7,12 +7,11 @@ markdown table with one column per run and the difference of every later run to 
 
 import json
 import os
-import sys
 from typing import Optional, Sequence
 
 import numpy as np
 
-from adcl import figures, paths
+from adcl import cli, errors, figures, paths
 
 # Metrics drawn in the chart (all percentages); the table lists every metric found.
 CHART_PREFIXES = ("knn_top1", "linear_top1", "robust_")
@@ -103,20 +102,19 @@ def main(argv):
   f = flags.FLAGS
   workdirs = argv[1:]
   if len(workdirs) < 2:
-    print("adcl.compare: error: give two or more workdirs (the baseline first)", file=sys.stderr)
-    sys.exit(2)
-  try:
-    table = compare(workdirs, f.names.split(",") if f.names else None, f.output)
-  except (ValueError, OSError) as error:
-    print(f"adcl.compare: error: {str(error).splitlines()[0]}", file=sys.stderr)
-    sys.exit(1)
+    raise errors.UsageError("give two or more workdirs (the baseline first)")
+  table = compare(workdirs, f.names.split(",") if f.names else None, f.output)
   print(table, end="")
   print(f"wrote {os.path.join(f.output, 'compare.md')} and compare.png")
 
 
-if __name__ == "__main__":
-  from absl import app, flags
+def define_flags() -> None:
+  from absl import flags
 
   flags.DEFINE_string("names", None, "Comma-separated run names (default: the folder names).")
   flags.DEFINE_string("output", "compare", "Folder for compare.md and compare.png.")
-  app.run(main)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main, "adcl.compare")

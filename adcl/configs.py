@@ -1,4 +1,4 @@
-"""The config schema: defaults, the paper's recipes (REFERENCE §4), and validation.
+"""The config schema: defaults, the paper's recipes (docs/method.md §4), and validation.
 
 Config files under `configs/` start from `base()` (or `paper_recipe()`) and change a few
 fields. `validate()` runs before anything is built or compiled, so an impossible value fails
@@ -13,7 +13,7 @@ from adcl import losses
 from adcl.models.conv import IMPLS as CONV_IMPLS
 from adcl.models.resnet import ARCHITECTURES
 
-# Per-recipe normalisation (the eps space of REFERENCE §2): CIFAR statistics for Plain/UEL,
+# Per-recipe normalisation (the eps space of docs/method.md §2): CIFAR statistics for Plain/UEL,
 # 0.5/0.5 for SimCLR; Fashion-MNIST statistics for the quickstart.
 NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -30,7 +30,7 @@ TINY_IMAGENET_DIR = "data/tiny-imagenet-200"
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "tiny_imagenet": 100_000,
                 "fashion_mnist": 60_000}
 
-# View recipes of the official scripts (REFERENCE §4).  jitter = (brightness, contrast,
+# View recipes of the official scripts (docs/method.md §4).  jitter = (brightness, contrast,
 # saturation, hue) strengths as in torchvision's ColorJitter.
 VIEW_RECIPES = {
     "simclr": dict(crop_scale=(0.08, 1.0), flip=True, jitter=(0.8, 0.8, 0.8, 0.2),
@@ -75,9 +75,9 @@ def base() -> ml_collections.ConfigDict:
   c.model.stem = "cifar"  # 'cifar' (3x3, stride 1, no max-pool) or 'imagenet' (7x7/2 + pool).
   c.model.projector = (128,)  # Head widths: (128,) linear (Plain/UEL), (512, 64) SimCLR MLP.
   c.model.dtype = "float32"  # Compute dtype of convolutions ('bfloat16' on TPU).
-  # Convolution backward: 'auto' = XLA's own, except on CPU with YNNPACK convolutions (not
-  # adcl's default, adcl/xla_cpu.py), where the shifted-matmul filter gradient is faster
-  # (adcl.models.conv); or force 'xla' / 'shifted'. Same values.
+  # Convolution backward, chosen by adcl.build (adcl.models.conv): 'auto' = the batch-minor
+  # filter gradient on CPU layers where it was measured faster, XLA's own everywhere else
+  # (GPU, TPU); or force 'xla' / 'batch_minor'. Same values.
   c.model.conv_impl = "auto"
   # Recompute each ResNet block in the backward pass (jax.checkpoint) instead of storing its
   # activations: for batches that do not fit in accelerator memory otherwise. Same values.
@@ -126,14 +126,14 @@ def base() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 5000  # Steps between kNN evaluations (and one at the end); 0 = end only.
   c.eval.knn_k = 200
-  c.eval.knn_sigma = 0.0  # 0 = the training temperature (REFERENCE §5).
+  c.eval.knn_sigma = 0.0  # 0 = the training temperature (docs/method.md §5).
   c.eval.features = "embedding"  # 'embedding' (projector output, official) or 'backbone'.
   c.eval.batch_size = 512  # A multiple of every usual device count.
   return c
 
 
 def paper_recipe(dataset: str, method: str, adversarial: bool = True) -> ml_collections.ConfigDict:
-  """The official script's recipe for `dataset` and `method` (REFERENCE §4).
+  """The official script's recipe for `dataset` and `method` (docs/method.md §4).
 
   Args:
     dataset: 'cifar10', 'cifar100' (TFDS) or 'tiny_imagenet' (an image folder at

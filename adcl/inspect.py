@@ -1,14 +1,17 @@
 """The notebook API: a checkpoint as an object with the encoder, kNN and the figures.
 
+    import adcl.xla_cpu; adcl.xla_cpu.apply_defaults()     # optional: adcl's CPU speed-ups
     run = adcl.inspect.load("workdirs/quickstart")          # latest step; step=N for another
     images, labels = run.load_split("test", limit=2000)     # uint8 [N, H, W, C], int [N]
     features = run.embed(images)                           # np.ndarray [N, D]
+    run.evaluate()                                         # eval.json's metrics, computed here
     run.figure_curves(); run.figure_adversarial(images[:8]); run.figure_embedding(images, labels)
     run.write_figures(images, labels)                      # PNGs in workdir/figures/
 
 The checkpoint is restored onto the local default device whatever topology wrote it (a TPU
-pod's checkpoint opens on a laptop CPU), and the model is rebuilt from the config saved with it.
-Only the config's data *source* is read (load_split); the training input pipeline is not.
+pod's checkpoint opens on a laptop CPU), and the model is rebuilt from the config saved with it
+(adcl.build.restore). Only the config's data *source* is read (load_split); the training input
+pipeline is not. Metrics come from adcl.evaluation, the same code as `python -m adcl.evaluate`.
 """
 
 import dataclasses
@@ -20,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import checkpoints, evaluate, figures, models, paths, step as step_lib
-from adcl.data import pipeline
+from adcl import build, figures, losses, paths, step as step_lib
+from adcl.data import normalize
+from adcl.evaluation import knn as knn_lib, protocol
 
 
 @dataclasses.dataclass
@@ -33,10 +36,17 @@ class Run:
   workdir: str
   step: int
   config: ml_collections.ConfigDict
-  model: models.ContrastiveModel
-  params: dict
-  batch_stats: dict  # Both BN sets; inference uses the clean one.
+  model: object  # adcl.models.ContrastiveModel.
+  variables: dict  # {'params', 'batch_stats'}; both BN sets, inference uses the clean one.
   _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  @property
+  def params(self) -> dict:
+    return self.variables["params"]
+
+  @property
+  def batch_stats(self) -> dict:
+    return self.variables["batch_stats"]
 
   # ---- Data and features.
 
@@ -49,12 +59,7 @@ class Run:
 
   def normalize(self, images: np.ndarray) -> np.ndarray:
     """uint8 pixels [N, H, W, C] (or [N, H, W]) -> the encoder's float32 input [N, S, S, C]."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-      images = images[..., None]
-    if images.ndim != 4:
-      raise ValueError(f"images must be [N, H, W, C] or [N, H, W]; got shape {images.shape}")
-    return pipeline.eval_images(images, self.config.data)
+    return normalize.eval_images(images, self.config.data)
 
   def embed(self, images: np.ndarray, kind: str = "backbone") -> np.ndarray:
     """Features of uint8 `images` [N, H, W(, C)] with the clean BN in inference mode.
@@ -69,16 +74,23 @@ class Run:
     (backbone, embedding) from one forward pass."""
     if kind not in ("backbone", "embedding", "both"):
       raise ValueError(f"kind={kind!r}; choose 'backbone', 'embedding' or 'both'")
-    return evaluate.embed_all(self._embed_fn(kind), self.params, self.batch_stats, x,
-                              self.config.eval.batch_size, NamedSharding(self._mesh, P("data")))
+    return protocol.embed(self._embed_fn(kind), self.variables, x, self.config.eval.batch_size,
+                          self._mesh)
 
   def knn(self, train_features, train_labels, test_features, test_labels,
           k: Optional[int] = None, sigma: Optional[float] = None) -> float:
-    """Weighted kNN top-1 (percent, REFERENCE §5); k and sigma default to the run's config."""
-    sigma = sigma or self.config.eval.knn_sigma or self.config.loss.temperature
-    return evaluate.knn_accuracy(np.asarray(train_features), np.asarray(train_labels),
-                                 np.asarray(test_features), np.asarray(test_labels),
-                                 k or self.config.eval.knn_k, sigma)
+    """Weighted kNN top-1 (percent, docs/method.md §5); k and sigma default to the config's."""
+    default_k, default_sigma = protocol.knn_settings(self.config)
+    return knn_lib.knn_accuracy(np.asarray(train_features), np.asarray(train_labels),
+                                np.asarray(test_features), np.asarray(test_labels),
+                                k or default_k, sigma or default_sigma)
+
+  def evaluate(self, robust_examples: int = 1000, limit: Optional[int] = None) -> dict:
+    """The metrics `python -m adcl.evaluate` writes to eval.json (adcl.evaluation.protocol),
+    on the first `limit` images of each split if given, without writing anything."""
+    data = {split: self.load_split(split, limit) for split in ("train", "test")}
+    return {"step": self.step, **protocol.evaluate(self.model, self.variables, self.config, data,
+                                                   robust_examples, mesh=self._mesh)}
 
   def adversarial_views(self, images: np.ndarray, seed: int = 0):
     """The training step's first view of each image and its adversarial view, in pixels.
@@ -94,7 +106,7 @@ class Run:
     images = np.asarray(images)
     images = images[..., None] if images.ndim == 3 else images
     channels = images.shape[-1]
-    mean, std = pipeline.normalization(self.config.data, channels)
+    mean, std = normalize.normalization(self.config.data, channels)
     view1, _ = augment.two_views(tf.constant(images), tf.constant([seed, 0], tf.int32),
                                  self.config.data, mean, std)
     x1 = jnp.asarray(view1.numpy())
@@ -105,9 +117,17 @@ class Run:
   def _attack(self, x1, key, channels):
     if "attack" not in self._compiled:
       forward = step_lib.make_forward(self.model)
+      attack = self._attack_settings(channels)
+      loss_fn, tau = losses.get(self.config.loss.name), self.config.loss.temperature
       self._compiled["attack"] = jax.jit(lambda p, s, x, k: step_lib.adversarial_view(
-          forward, p, s, x, k, self.config, channels)[0])
+          forward, p, s, x, k, attack, loss_fn, tau)[0])
     return self._compiled["attack"](self.params, self.batch_stats, x1, key)
+
+  def _attack_settings(self, channels: int) -> step_lib.Attack:
+    """The config's attack, also for a baseline run (which trained without it)."""
+    config = self.config.copy_and_resolve_references()
+    config.adv.enabled = True
+    return build.attack(config, channels)
 
   # ---- Logs and figures.
 
@@ -126,9 +146,9 @@ class Run:
   def figure_adversarial(self, images: np.ndarray, seed: int = 0):
     """Clean first views, adversarial views and the perturbation, for uint8 images [n, ...]."""
     view1, x_adv = self.adversarial_views(images, seed)
-    eps, _, _ = step_lib.attack_bounds(self.config, view1.shape[-1])
-    _, std = pipeline.normalization(self.config.data, view1.shape[-1])
-    eps_pixels = eps * std
+    channels = view1.shape[-1]
+    _, std = normalize.normalization(self.config.data, channels)
+    eps_pixels = self._attack_settings(channels).eps * std
     return figures.adversarial_grid(
         view1, x_adv, eps_pixels,
         title=f"{self.name}: {self.config.adv.method} eps = {float(eps_pixels[0]) * 255:.2f}/255")
@@ -165,39 +185,6 @@ def load(workdir: str, step: Optional[int] = None) -> Run:
   Raises ValueError (one line, naming the directory) if there is no checkpoint, no such step,
   or the saved parameters do not fit the model of the saved config.
   """
-  ckpt = checkpoints.Checkpoints(workdir, read_only=True)
-  available = list(ckpt.manager.all_steps())
-  if not available:
-    raise ValueError(f"{ckpt.directory}: no checkpoint to load")
-  step = available[-1] if step is None else int(step)
-  if step not in available:
-    raise ValueError(f"{ckpt.directory}: no checkpoint at step {step}; steps: {available}")
-  config = ml_collections.ConfigDict(ckpt.saved_config(step))
-  state = ckpt.restore_raw(step)
-  ckpt.close()
-  model = models.from_config(config.model)
-  _check_fits(model, config, state, str(ckpt.directory / str(step)))
-  return Run(str(paths.resolve(workdir)), step, config, model, state["params"],
-             state["batch_stats"])
-
-
-def _check_fits(model, config, state: dict, where: str) -> None:
-  """Raise ValueError naming the first parameter whose shape differs from the model's."""
-  kernel = state["params"].get("encoder", {}).get("stem_conv", {}).get("kernel")
-  channels = kernel.shape[2] if kernel is not None else 3
-  size = config.data.image_size
-  expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                               jnp.zeros((2, size, size, channels)), train=True))
-  describe = (f"model {config.model.architecture} width {config.model.width} projector "
-              f"{tuple(config.model.projector)}")
-  for collection in ("params", "batch_stats"):
-    want = dict(jax.tree_util.tree_leaves_with_path(expected[collection]))
-    have = dict(jax.tree_util.tree_leaves_with_path(state[collection]))
-    for path in sorted(set(want) | set(have), key=str):
-      name = collection + jax.tree_util.keystr(path)
-      if path not in have or path not in want:
-        raise ValueError(f"{where} does not fit its saved config ({describe}): {name} is "
-                         f"{'missing' if path not in have else 'not in that model'}")
-      if tuple(want[path].shape) != tuple(have[path].shape):
-        raise ValueError(f"{where} does not fit its saved config ({describe}): {name} has shape "
-                         f"{tuple(have[path].shape)}, the model wants {tuple(want[path].shape)}")
+  restored = build.restore(workdir, step)
+  return Run(restored.workdir, restored.step, restored.config, restored.model,
+             restored.variables)

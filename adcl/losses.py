@@ -1,4 +1,4 @@
-"""Contrastive losses of CLAE, written as N-way classification over the batch (REFERENCE §1).
+"""Contrastive losses of CLAE, written as N-way classification over the batch (docs/method.md §1).
 
 Each loss is a pure function `(z1, z2, temperature) -> scalar` of the *global* batch:
 `z1`, `z2` are `[N, D]` float arrays, L2-normalised rows, row i of `z1` and row i of `z2`

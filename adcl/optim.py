@@ -1,4 +1,4 @@
-"""Optimisers of the recipes (REFERENCE §4) as optax transformations."""
+"""Optimisers of the recipes (docs/method.md §4) as optax transformations."""
 
 import jax
 import ml_collections

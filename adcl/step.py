@@ -1,4 +1,4 @@
-"""TrainState and the compiled CLAE step (REFERENCE §2-3): where losses, attack and model meet.
+"""TrainState and the compiled CLAE step (docs/method.md §2-3): where losses, attack and model meet.
 
 All math is single-device math on the global batch. The step is jitted once with the state
 donated; batches arrive as global arrays sharded over the mesh axis `data`, so XLA inserts
@@ -6,12 +6,12 @@ the collectives: the loss sees every negative, batch-norm statistics are global,
 gradient of each image accounts for every image of the global batch.
 """
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import struct
@@ -71,14 +71,23 @@ def train_state_shapes(model: nn.Module, tx: optax.GradientTransformation,
   return jax.eval_shape(_init_fn(model, tx, 0, image_shape))
 
 
-def attack_bounds(config: ml_collections.ConfigDict, channels: int):
-  """eps (per channel, [C]) and the valid pixel range ([C], [C]) in normalised units."""
-  mean = np.broadcast_to(np.asarray(config.data.mean, np.float32), (channels,))
-  std = np.broadcast_to(np.asarray(config.data.std, np.float32), (channels,))
-  eps = config.adv.eps / std if config.adv.eps_units == "pixel" else np.full(channels, config.adv.eps)
-  step_size = (config.adv.pgd_step_size / std if config.adv.eps_units == "pixel"
-               else np.full(channels, config.adv.pgd_step_size))
-  return eps.astype(np.float32), step_size.astype(np.float32), ((0 - mean) / std, (1 - mean) / std)
+@dataclasses.dataclass(frozen=True)
+class Attack:
+  """How the step makes and weighs the adversarial view (docs/method.md §2-3).
+
+  Every radius is in the step's input units (normalised pixels), one value per channel;
+  adcl.build.attack converts a config's (which may be in pixel units).
+  """
+
+  eps: np.ndarray  # [C] radius.
+  alpha: float = 1.0  # Weight of the adversarial term.
+  method: str = "fgsm"  # 'fgsm' (the paper) or 'pgd'.
+  shared_delta: bool = False  # FGSM: one perturbation for the whole batch.
+  gen_bn_updates: int = 2  # FGSM: adversarial-BN running-stat updates by the generation.
+  pgd_steps: int = 7
+  pgd_step_size: Optional[np.ndarray] = None  # [C].
+  pgd_random_start: bool = True
+  clip: Optional[tuple] = None  # PGD: ([C], [C]) valid pixel range the iterates stay in.
 
 
 def repeat_bn_update(old, new, times: int, momentum: float = ADV_MOMENTUM):
@@ -105,71 +114,69 @@ def make_forward(model: nn.Module):
 
 
 def adversarial_view(forward, params, batch_stats, x1: jax.Array, rng: jax.Array,
-                     config: ml_collections.ConfigDict, channels: int):
-  """The adversarial view of `x1` ([N, H, W, C]) with the adversarial BN (REFERENCE §2).
+                     attack: Attack, loss_fn: losses.LossFn, temperature: float):
+  """The adversarial view of `x1` ([N, H, W, C]) with the adversarial BN (docs/method.md §2).
 
   Returns (x_adv [N, H, W, C], loss at generation, batch_stats after generation).
   """
-  adv, loss_of, tau = config.adv, losses.get(config.loss.name), config.loss.temperature
-  eps, pgd_step, (pixel_low, pixel_high) = attack_bounds(config, channels)
 
   def attack_loss(x):
     # Fused form: at delta = 0 the anchor f_adv(x1) and the perturbed f_adv(x1 + delta) are
     # the same forward, so one pass and a stop_gradient anchor give the official gradient.
     z, stats = forward(params, batch_stats, x, True)
-    value = loss_of(jax.lax.stop_gradient(z), z, tau)
+    value = loss_fn(jax.lax.stop_gradient(z), z, temperature)
     return value, (value, stats)
 
-  if adv.method == "fgsm":
-    x_adv, (gen_loss, stats) = adversarial.fgsm(attack_loss, x1, eps, has_aux=True,
-                                                  shared=adv.get("shared_delta", False))
-    return x_adv, gen_loss, repeat_bn_update(batch_stats, stats, adv.gen_bn_updates)
+  if attack.method == "fgsm":
+    x_adv, (gen_loss, stats) = adversarial.fgsm(attack_loss, x1, attack.eps, has_aux=True,
+                                                  shared=attack.shared_delta)
+    return x_adv, gen_loss, repeat_bn_update(batch_stats, stats, attack.gen_bn_updates)
   # PGD: the iterates' statistics are not the training distribution; no BN update.
-  clip = (pixel_low, pixel_high) if adv.clip_to_pixel_range else None
-  x_adv = adversarial.pgd(lambda x: attack_loss(x)[0], x1, eps, adv.pgd_steps, pgd_step,
-                          adv.pgd_random_start, rng, clip)
+  x_adv = adversarial.pgd(lambda x: attack_loss(x)[0], x1, attack.eps, attack.pgd_steps,
+                          attack.pgd_step_size, attack.pgd_random_start, rng, attack.clip)
   return x_adv, attack_loss(x_adv)[0], batch_stats
 
 
-def make_objective(forward, config: ml_collections.ConfigDict):
+def make_objective(forward, loss_fn: losses.LossFn, temperature: float, alpha: float = 1.0):
   """`objective(params, batch_stats, x1, x2, x_adv) -> (loss, (batch_stats, clean, adv))`.
 
   L(f(x1), f(x2)) + alpha * L(f(x1), f_adv(x_adv)), each view its own BN batch; x_adv None
   gives the plain objective. Differentiated with respect to params by the step.
   """
-  loss_of, tau, alpha = losses.get(config.loss.name), config.loss.temperature, config.adv.alpha
 
   def objective(params, batch_stats, x1, x2, x_adv):
     z1, batch_stats = forward(params, batch_stats, x1, False)
     z2, batch_stats = forward(params, batch_stats, x2, False)
-    clean = loss_of(z1, z2, tau)
+    clean = loss_fn(z1, z2, temperature)
     if x_adv is None:
       return clean, (batch_stats, clean, jnp.zeros_like(clean))
     z_adv, batch_stats = forward(params, batch_stats, x_adv, True)
-    adv_term = loss_of(z1, z_adv, tau)
+    adv_term = loss_fn(z1, z_adv, temperature)
     return clean + alpha * adv_term, (batch_stats, clean, adv_term)
 
   return objective
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict, channels: int,
-                    mesh: Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
+                    loss_fn: losses.LossFn, temperature: float, attack: Optional[Attack]
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The jitted `train_step(state, batch) -> (state, metrics)`, state donated.
 
+  loss_fn, temperature: the contrastive loss (adcl.losses) and its tau.
+  attack: the adversarial view and its weight; None trains the plain baseline.
   batch: {'view1', 'view2'}: [N, H, W, C] float32 normalised, sharded on `data`.
   metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
   """
   forward = make_forward(model)
-  objective = make_objective(forward, config)
+  objective = make_objective(forward, loss_fn, temperature, attack.alpha if attack else 1.0)
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
     x1, x2 = batch["view1"], batch["view2"]
     batch_stats, x_adv, gen_loss = state.batch_stats, None, jnp.zeros(())
-    if config.adv.enabled:
+    if attack is not None:
       x_adv, gen_loss, batch_stats = adversarial_view(forward, state.params, batch_stats, x1,
-                                                      rng, config, channels)
+                                                      rng, attack, loss_fn, temperature)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
     (loss, (batch_stats, clean, adv_term)), grads = grad_fn(
         state.params, batch_stats, x1, x2, x_adv)

@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 import ml_collections
 import numpy as np
 
-from adcl import compare, figures, paths
+from adcl import cli, compare, errors, figures, paths
 
 # The accuracies the report aggregates (eval.json keys), in the order of its columns.
 METRICS = ("knn_top1_backbone", "knn_top1_embedding", "linear_top1")
@@ -178,7 +178,7 @@ def execute(run: PlannedRun, evaluate_options: ml_collections.ConfigDict) -> dic
   from outside is counted in `interrupted_segments` and its time is lost (the steps it
   checkpointed are not redone).
   """
-  from adcl import evaluate, inspect, train
+  from adcl import evaluate, train
 
   record = read_record(run)
   check_same_config(run, record)
@@ -200,12 +200,8 @@ def execute(run: PlannedRun, evaluate_options: ml_collections.ConfigDict) -> dic
     record.update(training=False, trained=True)
     _write_record(run, record)
   start = time.perf_counter()
-  loaded = inspect.load(run.workdir)
-  result = evaluate.evaluate_run(loaded, evaluate_options.get("robust_examples", 0))
-  paths.write_atomic(paths.resolve(run.workdir) / "eval.json", json.dumps(result, indent=1))
-  if evaluate_options.get("figures", False):
-    images, labels = loaded.load_split("test", limit=2000)
-    loaded.write_figures(images, labels)
+  evaluate.evaluate_workdir(run.workdir, robust_examples=evaluate_options.get("robust_examples", 0),
+                            figures=evaluate_options.get("figures", False))
   record.update(eval_seconds=time.perf_counter() - start, evaluated=True)
   _write_record(run, record)
   return record
@@ -457,31 +453,20 @@ def run_study(spec, workdir: str, command: str, log=functools.partial(print, flu
 
 
 def main(argv):
-  from absl import flags, logging
+  from absl import flags
 
-  from adcl import train
-
-  logging.get_absl_handler().addFilter(train.QuietLibraries())
   f = flags.FLAGS
   if len(argv) > 1:
-    print(f"adcl.study: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    sys.exit(2)
+    raise errors.UsageError(f"unexpected arguments {argv[1:]}")
+  if f.plan:
+    print(cost_table(plan(f.spec, f.workdir), parse_speeds(f.images_per_s)), end="")
+    return
   command = "python -m adcl.study " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  try:
-    if f.plan:
-      print(cost_table(plan(f.spec, f.workdir), parse_speeds(f.images_per_s)), end="")
-      return
-    run_study(f.spec, f.workdir, command)
-  except train.Stopped as stopped:
-    print(f"adcl.study: {stopped}; rerun the study command to resume the grid", file=sys.stderr)
-    sys.exit(stopped.exit_code)
-  except (ValueError, OSError, train.NonFiniteLoss) as error:
-    print(f"adcl.study: error: {str(error).splitlines()[0]}", file=sys.stderr)
-    sys.exit(1)
+  run_study(f.spec, f.workdir, command)
 
 
-if __name__ == "__main__":
-  from absl import app, flags
+def define_flags() -> None:
+  from absl import flags
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file("spec", None, "Path to a study spec file.", lock_config=False)
@@ -491,4 +476,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("images_per_s", "", "With --plan: measured speeds, e.g. "
                       "resnet18_32px_plain=9.9,resnet18_32px_clae=5.8 (benchmarks/step_time.py).")
   flags.mark_flags_as_required(["spec"])
-  app.run(main)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main, "adcl.study")

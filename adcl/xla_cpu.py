@@ -1,4 +1,4 @@
-"""XLA:CPU options adcl sets by default, before jax starts (imported by `adcl/__init__.py`).
+"""XLA:CPU options the commands set before jax starts (adcl.cli.run, the benchmarks).
 
 jaxlib 0.10 hands three kinds of CPU op to YNNPACK: matrix products, reductions and
 convolutions (`--xla_cpu_experimental_ynn_fusion_type` defaults to `individual_dot`,
@@ -23,8 +23,10 @@ and without, one after the other (`python benchmarks/step_time.py --model resnet
 Rules: a flag the user's `XLA_FLAGS` already names is left as it is; `ADCL_XLA_DEFAULTS=0`
 turns all of this off; nothing is set for a jaxlib older than 0.10 (whose flag set differs:
 an unknown flag would abort jax); and since XLA reads `XLA_FLAGS` once, when jax starts its
-first backend, importing adcl after a jax computation ran gets a warning instead. The flag
-only concerns the CPU backend: GPU and TPU runs are unaffected.
+first backend, calling it after a jax computation ran gets a warning instead. The flag
+only concerns the CPU backend: GPU and TPU runs are unaffected. Importing adcl sets nothing:
+`apply_defaults()` is called by every command (adcl/cli.py) and benchmark, and a notebook that
+wants the speed calls it itself, first.
 """
 
 import importlib.metadata
@@ -81,10 +83,10 @@ def apply_defaults(environ=os.environ) -> bool:
   if updated == current:
     return False
   if _jax_started():
-    warnings.warn(f"adcl was imported after jax started, so its XLA:CPU default "
-                  f"XLA_FLAGS='{updated[len(current):].strip()}' (adcl/xla_cpu.py: ResNet steps 1.4x "
-                  f"faster on CPU) is not in effect; import adcl first or set "
-                  f"XLA_FLAGS yourself.", stacklevel=3)
+    warnings.warn(f"adcl.xla_cpu.apply_defaults() was called after jax started, so its "
+                  f"XLA:CPU default XLA_FLAGS='{updated[len(current):].strip()}' (adcl/xla_cpu.py: "
+                  f"ResNet steps 1.5x faster on CPU) is not in effect; call it before the first "
+                  f"jax computation or set XLA_FLAGS yourself.", stacklevel=2)
     return False
   environ["XLA_FLAGS"] = updated
   return True

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import configs, step as step_lib
+from adcl import configs, step as step_lib, xla_cpu
 from adcl.data import pipeline
 import step_time
 
@@ -63,6 +63,7 @@ def step_images_per_s(config, channels, steps):
 
 
 def main():
+  xla_cpu.apply_defaults()  # As the commands do (adcl/cli.py), before jax starts.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--setting", default="quickstart")
   parser.add_argument("--pipeline-steps", type=int, default=50)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import models, optim, step as step_lib
+from adcl import build, losses, step as step_lib, xla_cpu
 import step_time  # benchmarks/step_time.py: the same configs.
 
 
@@ -42,33 +42,36 @@ def compiled_timer(function, *args):
 
 
 def main():
+  xla_cpu.apply_defaults()  # As the commands do (adcl/cli.py), before jax starts.
   args = step_time.parse_model_arguments(__doc__.splitlines()[0])
   config = step_time.build_config(args)
   config.adv.enabled = True
   mesh = step_lib.data_mesh()
-  model = models.from_config(config.model)
-  tx = optim.make_optimizer(config, 1000, 100000)
   channels, size = args.channels, config.data.image_size
-  state = step_lib.create_train_state(model, tx, 0, (size, size, channels),
-                                      NamedSharding(mesh, P()))
+  plain_config = config.copy_and_resolve_references()
+  plain_config.adv.enabled = False
+  trainers = {name: build.trainer(c, (size, size, channels), 1000, 100000, mesh)
+              for name, c in (("step_plain", plain_config), ("step_clae", config))}
+  model = trainers["step_clae"].model
+  state = trainers["step_clae"].init_state()
   rng = np.random.default_rng(0)
   shape = (args.batch, size, size, channels)
   x1, x2 = (jax.device_put(jnp.asarray(rng.normal(size=shape), jnp.float32),
                            NamedSharding(mesh, P("data"))) for _ in range(2))
   forward = step_lib.make_forward(model)
-  objective = step_lib.make_objective(forward, config)
+  loss_fn, tau, attack = losses.get(config.loss.name), config.loss.temperature, build.attack(
+      config, channels)
+  objective = step_lib.make_objective(forward, loss_fn, tau, attack.alpha)
   x_adv = x1 + 0.01
 
   def generation(params, stats, x):
-    return step_lib.adversarial_view(forward, params, stats, x, state.rng, config, channels)[0]
+    return step_lib.adversarial_view(forward, params, stats, x, state.rng, attack, loss_fn,
+                                     tau)[0]
 
   def parameter_grad(x_adv_or_none):
     return lambda p, s, a, b: jax.grad(lambda q: objective(q, s, a, b, x_adv_or_none)[0])(p)
 
-  plain_config = config.copy_and_resolve_references()
-  plain_config.adv.enabled = False
-  steps = {name: step_lib.make_train_step(model, tx, c, channels, mesh)
-           for name, c in (("step_plain", plain_config), ("step_clae", config))}
+  steps = {name: trainer.train_step for name, trainer in trainers.items()}
   batch = {"view1": x1, "view2": x2}
   parts = {
       "forward": (lambda p, s, x: forward(p, s, x, False)[0], (state.params, state.batch_stats, x1)),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import configs, models, optim, step as step_lib
+from adcl import build, configs, step as step_lib, xla_cpu
 
 
 def build_config(args):
@@ -50,13 +50,11 @@ def time_variant(config, adv_enabled, channels, mesh, batch):
   """Returns (compile seconds, a function that times n steps and returns seconds)."""
   config = config.copy_and_resolve_references()
   config.adv.enabled = adv_enabled
-  model = models.from_config(config.model)
-  tx = optim.make_optimizer(config, 1000, 100000)
   shape = (config.data.image_size, config.data.image_size, channels)
-  state = step_lib.create_train_state(model, tx, 0, shape, NamedSharding(mesh, P()))
-  train_step = step_lib.make_train_step(model, tx, config, channels, mesh)
+  trainer = build.trainer(config, shape, steps_per_epoch=1000, total_steps=100000, mesh=mesh)
+  state = trainer.init_state()
   start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
+  compiled = trainer.train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # Older jax: one per device.
@@ -89,7 +87,7 @@ def parse_model_arguments(description: str):
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--conv-impl", default="auto",
                       help="model.conv_impl: the convolution backward (adcl.models.conv): "
-                      "auto, xla, shifted or batch_minor; comma-separated to time several "
+                      "auto, xla or batch_minor; comma-separated to time several "
                       "side by side (step_time.py)")
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=2)
@@ -100,6 +98,7 @@ def parse_model_arguments(description: str):
 
 
 def main():
+  xla_cpu.apply_defaults()  # As the commands do (adcl/cli.py), before jax starts.
   args = parse_model_arguments(__doc__.splitlines()[0])
   impls = args.conv_impl.split(",")
   configs_by_impl = {}
@@ -141,6 +140,7 @@ def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compi
       "conv_impl": impl, "image_size": args.image_size,
       "channels": args.channels, "batch": args.batch, "loss": config.loss.name,
       "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "timed_steps": steps,
       "plain_images_per_s": round(steps * args.batch / seconds["plain"], 2),
       "clae_images_per_s": round(steps * args.batch / seconds["clae"], 2),

@@ -4,7 +4,7 @@
     python benchmarks/torch_reference.py --model resnet18 --image-size 32 --channels 3 --batch 64
     python benchmarks/torch_reference.py --model quickstart
 
-Written from ../shared/REFERENCE.md, not from the official code: a ResNet (CIFAR stem) whose
+Written from docs/method.md, not from the official code: a ResNet (CIFAR stem) whose
 every BatchNorm is a clean/adversarial pair chosen per call, the SimCLR projector, NT-Xent, Adam,
 and the official adversarial step: `gen_adv` runs f_adv on x1 (the anchor, detached) and on
 x1 + delta (delta = 0, requires grad), takes the input gradient of the loss and steps eps * sign;
@@ -84,7 +84,7 @@ class Encoder(nn.Module):
 
 
 def nt_xent(z1, z2, tau):
-  """SimCLR's loss over 2N rows (REFERENCE §1)."""
+  """SimCLR's loss over 2N rows (docs/method.md §1)."""
   z = torch.cat([z1, z2])
   n = z1.shape[0]
   logits = z @ z.T / tau

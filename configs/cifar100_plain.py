@@ -1,4 +1,4 @@
-"""CLAE with the plain loss on cifar100, the official script's recipe (REFERENCE §4).
+"""CLAE with the plain loss on cifar100, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/cifar100_plain.py --workdir workdirs/cifar100_plain
     python -m adcl.train --config configs/cifar100_plain.py:baseline --workdir workdirs/cifar100_plain_baseline

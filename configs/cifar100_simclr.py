@@ -1,4 +1,4 @@
-"""CLAE with the simclr loss on cifar100, the official script's recipe (REFERENCE §4).
+"""CLAE with the simclr loss on cifar100, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/cifar100_simclr.py --workdir workdirs/cifar100_simclr
     python -m adcl.train --config configs/cifar100_simclr.py:baseline --workdir workdirs/cifar100_simclr_baseline

@@ -1,4 +1,4 @@
-"""CLAE with the uel loss on cifar100, the official script's recipe (REFERENCE §4).
+"""CLAE with the uel loss on cifar100, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/cifar100_uel.py --workdir workdirs/cifar100_uel
     python -m adcl.train --config configs/cifar100_uel.py:baseline --workdir workdirs/cifar100_uel_baseline

@@ -1,4 +1,4 @@
-"""CLAE with the plain loss on cifar10, the official script's recipe (REFERENCE §4).
+"""CLAE with the plain loss on cifar10, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/cifar10_plain.py --workdir workdirs/cifar10_plain
     python -m adcl.train --config configs/cifar10_plain.py:baseline --workdir workdirs/cifar10_plain_baseline

@@ -1,4 +1,4 @@
-"""CLAE with the simclr loss on cifar10, the official script's recipe (REFERENCE §4).
+"""CLAE with the simclr loss on cifar10, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/cifar10_simclr.py --workdir workdirs/cifar10_simclr
     python -m adcl.train --config configs/cifar10_simclr.py:baseline --workdir workdirs/cifar10_simclr_baseline

@@ -1,4 +1,4 @@
-"""CLAE with the uel loss on cifar10, the official script's recipe (REFERENCE §4).
+"""CLAE with the uel loss on cifar10, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/cifar10_uel.py --workdir workdirs/cifar10_uel
     python -m adcl.train --config configs/cifar10_uel.py:baseline --workdir workdirs/cifar10_uel_baseline

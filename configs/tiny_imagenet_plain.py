@@ -1,4 +1,4 @@
-"""CLAE with the plain loss on tiny ImageNet, the official script's recipe (REFERENCE §4).
+"""CLAE with the plain loss on tiny ImageNet, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/tiny_imagenet_plain.py --workdir workdirs/tiny_imagenet_plain
     python -m adcl.train --config configs/tiny_imagenet_plain.py:baseline --workdir workdirs/tiny_imagenet_plain_baseline

@@ -1,4 +1,4 @@
-"""CLAE with the simclr loss on tiny ImageNet, the official script's recipe (REFERENCE §4).
+"""CLAE with the simclr loss on tiny ImageNet, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/tiny_imagenet_simclr.py --workdir workdirs/tiny_imagenet_simclr
     python -m adcl.train --config configs/tiny_imagenet_simclr.py:baseline --workdir workdirs/tiny_imagenet_simclr_baseline

@@ -1,4 +1,4 @@
-"""CLAE with the uel loss on tiny ImageNet, the official script's recipe (REFERENCE §4).
+"""CLAE with the uel loss on tiny ImageNet, the official script's recipe (docs/method.md §4).
 
     python -m adcl.train --config configs/tiny_imagenet_uel.py --workdir workdirs/tiny_imagenet_uel
     python -m adcl.train --config configs/tiny_imagenet_uel.py:baseline --workdir workdirs/tiny_imagenet_uel_baseline

@@ -9,6 +9,11 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
                              " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from adcl import xla_cpu
+
+# What every command does at start (adcl/cli.py): the tests run the code as the commands do.
+xla_cpu.apply_defaults()
+
 import numpy as np
 import pytest
 

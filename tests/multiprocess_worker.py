@@ -20,7 +20,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import evaluate, step as step_lib
+from adcl import step as step_lib
+from adcl.evaluation import protocol
 
 mesh = step_lib.data_mesh()
 sharding = NamedSharding(mesh, P("data"))
@@ -30,7 +31,8 @@ sharding = NamedSharding(mesh, P("data"))
 images = np.arange(37 * 4, dtype=np.float32).reshape(37, 2, 2, 1)
 image_ids = jax.jit(lambda params, stats, x: x.reshape(x.shape[0], -1)[:, :1] / 4 + 0 * params,
                     out_shardings=sharding)
-features = evaluate.embed_all(image_ids, jnp.zeros(()), None, images, 8, sharding)
+features = protocol.embed(image_ids, {"params": jnp.zeros(()), "batch_stats": None}, images, 8,
+                          mesh)
 
 # Training batches: each process's slice becomes one global array sharded over all devices.
 local = np.full((4, 3), float(process_id), np.float32)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from adcl.data import augment, pipeline, sources
+from adcl.data import augment, normalize, pipeline, sources
 from conftest import write_idx
 
 
@@ -43,7 +43,7 @@ def test_tfds_source_with_mock_data(tiny):
 
 
 def views_of(images, config, seed=(1, 2)):
-  mean, std = pipeline.normalization(config.data, images.shape[-1])
+  mean, std = normalize.normalization(config.data, images.shape[-1])
   return [v.numpy() for v in augment.two_views(tf.constant(images), tf.constant(seed),
                                                config.data, mean, std)]
 
@@ -105,11 +105,11 @@ def test_batches_resume_and_process_shards(tiny):
 
 
 def test_normalization_broadcast_and_mismatch(tiny):
-  mean, std = pipeline.normalization(tiny.data, 3)
+  mean, std = normalize.normalization(tiny.data, 3)
   assert mean.shape == (3,)
   tiny.data.mean, tiny.data.std = (0.1, 0.2, 0.3), (0.2, 0.2, 0.2)
   with pytest.raises(ValueError, match="config.data.mean has 3 entries but the images have 1"):
-    pipeline.normalization(tiny.data, 1)
+    normalize.normalization(tiny.data, 1)
 
 
 def test_npz_source_and_its_errors(tmp_path, tiny):

@@ -1,9 +1,9 @@
-"""The weighted kNN against a direct numpy transcription of REFERENCE §5."""
+"""The weighted kNN against a direct numpy transcription of docs/method.md §5."""
 
 import numpy as np
 import pytest
 
-from adcl import evaluate
+from adcl.evaluation import batched, knn, linear, robust
 
 
 def knn_numpy(train, train_labels, test, k, sigma, classes):
@@ -26,7 +26,7 @@ def test_knn_matches_numpy():
   train_labels = rng.integers(0, 5, 300)
   test_labels = rng.integers(0, 5, 77)
   expected = knn_numpy(train, train_labels, test, 20, 0.1, 5)
-  got = evaluate.knn_accuracy(train, train_labels, test, test_labels, k=20, sigma=0.1, chunk=32)
+  got = knn.knn_accuracy(train, train_labels, test, test_labels, k=20, sigma=0.1, chunk=32)
   assert got == pytest.approx(100.0 * np.mean(expected == test_labels), abs=1e-9)
 
 
@@ -35,7 +35,7 @@ def test_knn_separable_clusters_are_perfect():
   centres = np.eye(4) * 5
   labels = rng.integers(0, 4, 200)
   features = centres[labels] + rng.normal(scale=0.1, size=(200, 4))
-  assert evaluate.knn_accuracy(features[:150], labels[:150], features[150:], labels[150:],
+  assert knn.knn_accuracy(features[:150], labels[:150], features[150:], labels[150:],
                                k=10, sigma=0.1) == 100.0
 
 
@@ -46,7 +46,7 @@ def test_knn_with_k_larger_than_a_class_and_label_ties():
   test = rng.normal(size=(25, 4))
   test_labels = rng.integers(0, 3, 25)
   expected = knn_numpy(train, train_labels, test, 30, 0.5, 3)
-  got = evaluate.knn_accuracy(train, train_labels, test, test_labels, k=30, sigma=0.5, chunk=7)
+  got = knn.knn_accuracy(train, train_labels, test, test_labels, k=30, sigma=0.5, chunk=7)
   assert got == pytest.approx(100.0 * np.mean(expected == test_labels), abs=1e-9)
 
 
@@ -54,12 +54,12 @@ def test_linear_probe_separable_and_random_labels():
   rng = np.random.default_rng(3)
   labels = rng.integers(0, 4, 600)
   features = rng.normal(size=(600, 8)) + 10.0 * np.eye(4, 8)[labels]  # Separable.
-  result = evaluate.linear_probe(features[:400], labels[:400], features[400:], labels[400:],
+  result = linear.linear_probe(features[:400], labels[:400], features[400:], labels[400:],
                                  epochs=60)
   assert result["linear_top1"] >= 99.0
   assert result["linear_official_best_test_epoch_top1"] >= result["linear_top1"] - 1.0
   random_labels = rng.integers(0, 4, 600)
-  chance = evaluate.linear_probe(rng.normal(size=(400, 8)), random_labels[:400],
+  chance = linear.linear_probe(rng.normal(size=(400, 8)), random_labels[:400],
                                  rng.normal(size=(200, 8)), random_labels[400:], epochs=60)
   assert 15.0 < chance["linear_top1"] < 37.0
   # Selecting on the test set can only look better than the honest number.
@@ -74,13 +74,30 @@ def test_robust_accuracy_is_below_clean_and_falls_with_eps():
   images = (rng.normal(scale=0.5, size=(300, 4, 4, 1)) + labels[:, None, None, None]).astype(np.float32)
   w = jnp.asarray(np.stack([np.full(16, c, np.float32) for c in range(3)], 1))
   b = jnp.asarray([0.0, -8.0, -32.0])  # Logits c * sum(x) - 8 c^2 / 2 * 2: class c near mean c.
-  logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w + b
-  clean = 100.0 * np.mean(np.argmax(np.asarray(logits_fn(jnp.asarray(images))), -1) == labels)
+  variables = {"w": w, "b": b}
+  logits_fn = lambda v, x: x.reshape(x.shape[0], -1) @ v["w"] + v["b"]
+  clean = 100.0 * np.mean(np.argmax(np.asarray(logits_fn(variables, jnp.asarray(images))), -1)
+                          == labels)
   clip = (-10.0, 10.0)
   key = jax.random.PRNGKey(0)
-  accuracies = [evaluate.robust_accuracy(logits_fn, images, labels, eps, clip, steps, key, 64)
+  accuracies = [robust.robust_accuracy(logits_fn, variables, images, labels, eps, clip, steps,
+                                       key, 64)
                 for eps, steps in ((0.1, 1), (0.3, 1), (0.3, 10), (0.6, 10))]
   assert clean > 90
   assert all(a <= clean for a in accuracies)
   assert accuracies[0] > accuracies[1] and accuracies[2] > accuracies[3]
   assert accuracies[2] <= accuracies[1] + 1.0  # PGD at least as strong as FGSM (same eps).
+
+
+def test_batched_apply_sees_one_shape_and_returns_every_row_once():
+  shapes = set()
+
+  def fn(x, i):
+    shapes.add(x.shape)
+    return {"double": 2 * x, "index": i}
+
+  x = np.arange(23 * 2, dtype=np.float32).reshape(23, 2)
+  out = batched.batched_apply(fn, [x, np.arange(23)], 8)
+  assert shapes == {(8, 2)}  # The last batch of 7 was padded to 8.
+  np.testing.assert_array_equal(out["double"], 2 * x)
+  np.testing.assert_array_equal(out["index"], np.arange(23))

@@ -1,4 +1,4 @@
-"""Each loss equals a direct numpy transcription of its formula in REFERENCE §1."""
+"""Each loss equals a direct numpy transcription of its formula in docs/method.md §1."""
 
 import jax
 import jax.numpy as jnp

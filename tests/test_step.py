@@ -4,21 +4,26 @@ the baseline switch, which passes touch which BN statistics, one compilation."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import configs, losses, models, step as step_lib
+from adcl import build, configs, losses, step as step_lib
 from conftest import tiny_config
 
 
 def setup(config, num_devices=1):
+  """The trainer of `config` (SGD 0.05, momentum 0.9) on the first `num_devices` devices."""
   mesh = step_lib.data_mesh(jax.devices()[:num_devices])
-  model = models.from_config(config.model)
-  tx = optax.sgd(0.05, momentum=0.9)
-  state = jax.device_put(step_lib.create_train_state(model, tx, 0, (8, 8, 3)),
-                         NamedSharding(mesh, P()))
-  return mesh, model, tx, state
+  trainer = build.trainer(config, (8, 8, 3), steps_per_epoch=100, total_steps=100, mesh=mesh)
+  return trainer, trainer.init_state()
+
+
+def generate(config, state, model, x1, key=None):
+  """adversarial_view with the config's attack, as the step makes it."""
+  forward = step_lib.make_forward(model)
+  return step_lib.adversarial_view(forward, state.params, state.batch_stats, x1,
+                                   state.rng if key is None else key, build.attack(config, 3),
+                                   losses.get(config.loss.name), config.loss.temperature)
 
 
 def batches(count, n=16, seed=0):
@@ -28,25 +33,26 @@ def batches(count, n=16, seed=0):
 
 
 def run_steps(config, num_devices, data):
-  mesh, model, tx, state = setup(config, num_devices)
-  train_step = step_lib.make_train_step(model, tx, config, 3, mesh)
-  sharding = NamedSharding(mesh, P("data"))
+  trainer, state = setup(config, num_devices)
   for batch in data:
-    state, metrics = train_step(state, jax.device_put(batch, sharding))
-  return jax.device_get((state.params, state.batch_stats, metrics)), train_step
+    state, metrics = trainer.train_step(state, jax.device_put(batch, trainer.data_sharding))
+  return jax.device_get((state.params, state.batch_stats, metrics)), trainer.train_step
 
 
 @pytest.fixture
 def config(tmp_path):
   c = tiny_config(str(tmp_path))
   c.data.mean, c.data.std = (0.5,), (0.5,)
+  c.optim.name, c.optim.lr, c.optim.weight_decay = "sgd", 0.05, 0.0
+  c.optim.decay_epochs, c.optim.decay_factors = (), ()
   return c
 
 
 @pytest.mark.parametrize("loss_name", ["plain", "simclr", "uel"])
 def test_fused_generation_equals_official_two_forward_form(config, loss_name):
   config.loss.name = loss_name
-  _, model, _, state = setup(config)
+  trainer, state = setup(config)
+  model = trainer.model
   forward = step_lib.make_forward(model)
   x1 = jnp.asarray(batches(1)[0]["view1"])
   loss_of, tau, eps = losses.get(loss_name), config.loss.temperature, config.adv.eps
@@ -62,8 +68,7 @@ def test_fused_generation_equals_official_two_forward_form(config, loss_name):
   grad, official_stats = jax.grad(official, has_aux=True)(jnp.zeros_like(x1))
   official_x_adv = x1 + eps * jnp.sign(grad)
 
-  x_adv, _, fused_stats = step_lib.adversarial_view(forward, state.params, state.batch_stats,
-                                                   x1, jax.random.PRNGKey(0), config, 3)
+  x_adv, _, fused_stats = generate(config, state, model, x1, jax.random.PRNGKey(0))
   np.testing.assert_array_equal(np.asarray(x_adv), np.asarray(official_x_adv))
   assert float(jnp.max(jnp.abs(x_adv - x1))) == pytest.approx(eps, rel=1e-5)
   chex_leaves = zip(jax.tree.leaves(fused_stats), jax.tree.leaves(official_stats))
@@ -84,7 +89,7 @@ def test_sharded_step_equals_single_device_step(config, num_devices):
 
 def test_baseline_switch_and_batch_norm_bookkeeping(config):
   data = batches(1)
-  _, _, _, initial = setup(config)
+  _, initial = setup(config)
   initial_stats = jax.device_get(initial.batch_stats)
   for enabled in (False, True):
     config.adv.enabled = enabled
@@ -123,14 +128,12 @@ def test_repeat_bn_update_matches_repeated_ema():
 
 
 def test_shared_delta_in_the_step_perturbs_every_image_alike(config):
-  mesh, model, tx, state = setup(config, 2)
-  forward = step_lib.make_forward(model)
+  trainer, state = setup(config, 2)
   x1 = jnp.asarray(batches(1)[0]["view1"])
   views = {}
   for shared in (False, True):
     config.adv.shared_delta = shared
-    views[shared], _, _ = step_lib.adversarial_view(forward, state.params, state.batch_stats,
-                                                    x1, state.rng, config, 3)
+    views[shared], _, _ = generate(config, state, trainer.model, x1)
   delta = np.asarray(views[True] - x1)
   np.testing.assert_allclose(delta, np.broadcast_to(delta[:1], delta.shape), atol=1e-6)
   assert np.abs(delta).max() == pytest.approx(0.03, rel=1e-5)

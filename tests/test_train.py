@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from adcl import checkpoints, configs, train
+from adcl import checkpoints, configs, errors, train
 from adcl.data import pipeline
 from conftest import cli_env, write_config
 
@@ -117,7 +117,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypat
       yield batch
 
   monkeypatch.setattr(pipeline, "train_batches", batches_with_a_nan_at_step_5)
-  with pytest.raises(train.NonFiniteLoss, match="at step 5: stopped; the last good checkpoint "
+  with pytest.raises(errors.NonFiniteLoss, match="at step 5: stopped; the last good checkpoint "
                      "is step 4"):
     train.run(tiny, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]

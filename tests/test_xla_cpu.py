@@ -36,7 +36,7 @@ def test_apply_defaults_edits_only_the_given_environment(monkeypatch):
 def test_apply_defaults_warns_and_leaves_flags_once_jax_has_started(monkeypatch):
   monkeypatch.setattr(xla_cpu, "_jax_started", lambda: True)
   environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-  with pytest.warns(UserWarning, match=f"imported after jax started.*{FLAG}={OURS}"):
+  with pytest.warns(UserWarning, match=f"called after jax started.*{FLAG}={OURS}"):
     assert not xla_cpu.apply_defaults(environ)
   assert environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
 
@@ -44,21 +44,28 @@ def test_apply_defaults_warns_and_leaves_flags_once_jax_has_started(monkeypatch)
 def test_auto_conv_impl_follows_the_ynn_setting(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}={OURS}")
   assert not xla_cpu.ynn_convolutions_enabled()
-  assert conv.conv_function("auto") is conv.auto_eigen_conv  # batch_minor where it wins.
+  assert conv.conv_function("auto") is conv.auto_cpu_conv  # batch_minor where it wins.
   monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}={JAXLIB}")
   assert xla_cpu.ynn_convolutions_enabled()
-  assert conv.conv_function("auto") is conv.auto_ynn_conv  # shifted where it wins.
+  assert conv.conv_function("auto") is None  # XLA's own: batch_minor was measured on Eigen.
 
 
+# A command as adcl's commands are made (adcl.cli.run around a main), whose main compiles a
+# convolution and says whether XLA gave it to YNNPACK.
 PROBE = """
 import os, sys
 {before}
-import adcl, jax, jax.numpy as jnp
-x, w = jnp.ones((2, 8, 8, 32)), jnp.ones((3, 3, 32, 32))  # YNNPACK takes >= 32 channels.
-conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-print(os.environ.get("XLA_FLAGS", ""))
-print("__ynn_fusion" in jax.jit(conv).lower(x, w).compile().as_text())
+import jax, jax.numpy as jnp
+from adcl import cli
+
+def main(argv):
+  x, w = jnp.ones((2, 8, 8, 32)), jnp.ones((3, 3, 32, 32))  # YNNPACK takes >= 32 channels.
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  print(os.environ.get("XLA_FLAGS", ""))
+  print("__ynn_fusion" in jax.jit(conv).lower(x, w).compile().as_text())
+
+cli.run(main, "probe")
 """
 
 
@@ -73,12 +80,12 @@ def _probe(xla_flags, before=""):
   return flags, uses_ynn == "True", result.stderr
 
 
-def test_importing_adcl_takes_convolutions_off_ynnpack_in_a_fresh_process():
+def test_commands_take_convolutions_off_ynnpack_in_a_fresh_process():
   flags, uses_ynn, _ = _probe(None)
   assert flags == f"--{FLAG}={OURS}" and not uses_ynn
   # The user's own choice wins, and it is what makes the difference (jaxlib 0.10's default).
   flags, uses_ynn, _ = _probe(f"--{FLAG}={JAXLIB}")
   assert flags == f"--{FLAG}={JAXLIB}" and uses_ynn
-  # jax started first: adcl can no longer change the flags and says so.
+  # jax started first: the flags can no longer change, and the command says so.
   flags, uses_ynn, stderr = _probe(None, before="import jax; jax.numpy.zeros(1)")
-  assert flags == "" and uses_ynn and "imported after jax started" in stderr
+  assert flags == "" and uses_ynn and "called after jax started" in stderr

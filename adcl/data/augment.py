@@ -170,7 +170,7 @@ def two_views(images: tf.Tensor, seed, data_config: ml_collections.ConfigDict, m
               rows: Optional[Rows] = None):
   """Two independent normalised views of each image: uint8 [B,H,W,C] -> 2 x [B,S,S,C].
 
-  mean, std: [C] normalisation of the dataset's channel count (see pipeline.normalization).
+  mean, std: [C] normalisation of the dataset's channel count (see adcl.data.normalize.normalization).
   rows: where these B images sit in the global batch (None: they are the whole batch).
   """
   s = tf.random.experimental.stateless_split(seed, 2)

@@ -18,15 +18,16 @@ import tensorflow as tf
 from jax.sharding import NamedSharding
 
 from adcl.data import augment
+from adcl.data.normalize import normalization
 
 
-def normalization(data_config: ml_collections.ConfigDict, channels: int):
-  """mean, std as float32 [channels]; a length-1 setting broadcasts to every channel."""
-  mean, std = (np.asarray(v, np.float32) for v in (data_config.mean, data_config.std))
-  if mean.size not in (1, channels):
-    raise ValueError(f"config.data.mean has {mean.size} entries but the images have "
-                     f"{channels} channels")
-  return np.broadcast_to(mean, (channels,)).copy(), np.broadcast_to(std, (channels,)).copy()
+def keep_tensorflow_on_host() -> None:
+  """TensorFlow only feeds data: keep it off accelerators so it never takes their memory.
+  Called before TensorFlow's first op (after it, TensorFlow refuses, and it is too late)."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # Already initialised (a second run in one process): left as it is.
+    pass
 
 
 def steps_per_epoch(num_images: int, global_batch: int) -> int:
@@ -77,13 +78,3 @@ def train_batches(images: np.ndarray, config: ml_collections.ConfigDict, start_s
 def to_global(local_batch: dict, sharding: NamedSharding) -> dict:
   """Global arrays, sharded on the batch axis, from every process's slice."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
-
-
-def eval_images(images: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
-  """Un-augmented, normalised float32 [N, S, S, C]; resized only if S differs from the source."""
-  mean, std = normalization(data_config, images.shape[-1])
-  x = images.astype(np.float32) / 255.0
-  size = data_config.image_size
-  if x.shape[1:3] != (size, size):
-    x = tf.image.resize(x, (size, size), method="bilinear").numpy()
-  return (x - mean) / std

@@ -1,4 +1,4 @@
-"""A batch-norm pair: one for clean inputs, one for adversarial inputs (REFERENCE §3).
+"""A batch-norm pair: one for clean inputs, one for adversarial inputs (docs/method.md §3).
 
 AdvProp-style: convolution and dense weights are shared, but every normalisation layer has a
 clean and an adversarial copy, each with its own scale/bias and running statistics. Both

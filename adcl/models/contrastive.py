@@ -1,6 +1,6 @@
-"""Encoder + projection head: the f of REFERENCE §1, output L2-normalised."""
+"""Encoder + projection head: the f of docs/method.md §1, output L2-normalised."""
 
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,7 +33,7 @@ class ContrastiveModel(nn.Module):
   stem: str = "cifar"
   projector: Sequence[int] = (128,)
   dtype: Any = jnp.float32
-  conv_impl: str = "xla"
+  conv_general_dilated: Optional[Callable] = None  # None: XLA's own (adcl.models.resnet).
   remat: bool = False
 
   def setup(self):
@@ -41,7 +41,7 @@ class ContrastiveModel(nn.Module):
       raise ValueError(f"config.model.architecture={self.architecture!r}; "
                        f"choose one of {sorted(ARCHITECTURES)}")
     self.encoder = ResNet(width=self.width, stem=self.stem, dtype=self.dtype,
-                          conv_impl=self.conv_impl, remat=self.remat,
+                          conv_general_dilated=self.conv_general_dilated, remat=self.remat,
                           **ARCHITECTURES[self.architecture])
     self.head = Projector(self.projector)
 
@@ -51,14 +51,3 @@ class ContrastiveModel(nn.Module):
     z = self.head(h)
     z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
     return h, z
-
-
-def from_config(model_config) -> ContrastiveModel:
-  """Build the model described by `config.model`."""
-  return ContrastiveModel(
-      architecture=model_config.architecture, width=model_config.width,
-      stem=model_config.stem, projector=tuple(model_config.projector),
-      dtype=jnp.dtype(model_config.dtype),
-      # Absent from configs saved before the switch existed: XLA's own, as they trained.
-      conv_impl=model_config.get("conv_impl", "xla"),
-      remat=bool(model_config.get("remat", False)))

@@ -1,18 +1,17 @@
 """ResNet encoders with a CIFAR or ImageNet stem, every batch-norm a clean/adversarial pair.
 
 Every module takes `(x, train, adv)`: `train` selects batch statistics (and their update),
-`adv` selects the adversarial batch-norm set (REFERENCE §3). Images are NHWC.
+`adv` selects the adversarial batch-norm set (docs/method.md §3). Images are NHWC.
 """
 
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from adcl.models.batchnorm import DualBatchNorm
-from adcl.models.conv import conv_function
 
 # He initialisation on fan-out, as torchvision's ResNet.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -24,12 +23,12 @@ class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   dtype: Any = jnp.float32
-  conv_impl: str = "xla"
+  conv_general_dilated: Optional[Callable] = None
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool, adv: bool):
-    conv = _conv(self.dtype, self.conv_impl)
+    conv = _conv(self.dtype, self.conv_general_dilated)
     y = conv(self.filters, (3, 3), self.strides, padding=1)(x)
     y = nn.relu(DualBatchNorm()(y, train, adv))
     y = conv(self.filters, (3, 3), 1, padding=1)(y)
@@ -43,12 +42,12 @@ class Bottleneck(nn.Module):
   filters: int
   strides: int = 1
   dtype: Any = jnp.float32
-  conv_impl: str = "xla"
+  conv_general_dilated: Optional[Callable] = None
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool, adv: bool):
-    conv = _conv(self.dtype, self.conv_impl)
+    conv = _conv(self.dtype, self.conv_general_dilated)
     y = nn.relu(DualBatchNorm()(conv(self.filters, (1, 1))(x), train, adv))
     y = conv(self.filters, (3, 3), self.strides, padding=1)(y)
     y = nn.relu(DualBatchNorm()(y, train, adv))
@@ -56,10 +55,10 @@ class Bottleneck(nn.Module):
     return nn.relu(y + _shortcut(x, 4 * self.filters, self.strides, conv, train, adv))
 
 
-def _conv(dtype, conv_impl: str):
-  """nn.Conv as every ResNet layer uses it; conv_impl picks the backward (adcl.models.conv)."""
+def _conv(dtype, conv_general_dilated: Optional[Callable]):
+  """nn.Conv as every ResNet layer uses it; `conv_general_dilated` None is XLA's own."""
   return partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=dtype,
-                 conv_general_dilated=conv_function(conv_impl))
+                 conv_general_dilated=conv_general_dilated)
 
 
 def _shortcut(x, out_channels, strides, conv, train, adv):
@@ -88,13 +87,15 @@ class ResNet(nn.Module):
   width: int = 64
   stem: str = "cifar"
   dtype: Any = jnp.float32
-  conv_impl: str = "xla"  # 'xla', 'shifted' or 'auto' (adcl.models.conv).
+  # The convolution (lax.conv_general_dilated's signature); None: XLA's own. adcl.build picks
+  # it from config.model.conv_impl (adcl.models.conv).
+  conv_general_dilated: Optional[Callable] = None
   remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, adv: bool = False) -> jax.Array:
     """x: [N, H, W, C] normalised images -> [N, width * 2**(stages-1) * expansion]."""
-    conv = _conv(self.dtype, self.conv_impl)
+    conv = _conv(self.dtype, self.conv_general_dilated)
     if self.stem == "cifar":
       x = conv(self.width, (3, 3), 1, padding=1, name="stem_conv")(x)
     elif self.stem == "imagenet":
@@ -111,7 +112,7 @@ class ResNet(nn.Module):
       for index in range(num_blocks):
         strides = 2 if stage > 0 and index == 0 else 1
         # Named as without remat (BasicBlock_0, ...), so checkpoints do not depend on it.
-        x = block(self.width * 2**stage, strides, self.dtype, self.conv_impl,
+        x = block(self.width * 2**stage, strides, self.dtype, self.conv_general_dilated,
                   name=f"{self.block.__name__}_{count}")(x, train, adv)
         count += 1
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

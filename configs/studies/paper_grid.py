@@ -1,6 +1,6 @@
 """The paper's grid for users with accelerators: {CIFAR-10, CIFAR-100, tiny ImageNet} x
 {Plain, UEL, SimCLR} x {baseline, CLAE} x {ResNet-18, ResNet-50}, each with the official
-script's recipe (REFERENCE §4; configs/DATASET_METHOD.py), one seed.
+script's recipe (docs/method.md §4; configs/DATASET_METHOD.py), one seed.
 
     python -m adcl.study --spec configs/studies/paper_grid.py --workdir gs://BUCKET/paper_grid
     python -m adcl.study --spec configs/studies/paper_grid.py --workdir DIR --plan \\

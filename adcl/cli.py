@@ -1,0 +1,81 @@
+"""What every command (`adcl.train`, `adcl.evaluate`, `adcl.compare`, `adcl.study`) shares.
+
+    if __name__ == "__main__":
+      define_flags()
+      cli.run(main, "adcl.NAME")
+
+`run` does, before jax starts a backend: adcl's XLA:CPU defaults (adcl/xla_cpu.py; importing
+adcl changes nothing, the command does it) and TensorFlow's C++ log level. Then it parses the
+flags (a bad `--config.KEY` override or a config file that fails to load: one line), filters
+the console log (adcl's own INFO lines, other libraries' warnings only) and turns every
+expected failure into one line on stderr and an exit code:
+
+  1    a ValueError or OSError (bad value, file, checkpoint), errors.NonFiniteLoss
+  2    errors.UsageError, a bad flag or config override
+  130  errors.Stopped by SIGINT; 143 by SIGTERM (checkpointed: rerun to resume)
+
+Anything else is a bug and keeps its traceback.
+"""
+
+import logging as pylogging
+import os
+import sys
+from typing import Callable
+
+from adcl import errors, xla_cpu
+
+EXPECTED = (ValueError, OSError, errors.NonFiniteLoss)
+
+
+class QuietLibraries(pylogging.Filter):
+  """Console: adcl's INFO lines (progress, resume); other libraries' warnings and errors only."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or f"{os.sep}adcl{os.sep}" in record.pathname
+
+
+def one_line(error: BaseException) -> str:
+  """An error message as one line: its first line, and its last when they differ (a config
+  file that fails to load: where, then why)."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()] or [type(error).__name__]
+  return " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else lines[0]
+
+
+def fail(program: str, message: str, code: int):
+  print(f"{program}: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def parse_flags(program: str, argv: list[str]) -> list[str]:
+  """absl's flag parsing, with its errors in one line: config_flags raises a bare
+  AttributeError/KeyError (with a traceback) for an unknown `--config.KEY`."""
+  from absl import flags
+
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    fail(program, f"error: {one_line(error)}", 2)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    message = str(error).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+    fail(program, f"error: bad config override: {message}", 2)
+
+
+def run(main: Callable[[list[str]], None], program: str) -> None:
+  """absl's app.run(main) with the shared start-up, log filter and error path (module doc)."""
+  from absl import app, logging
+
+  xla_cpu.apply_defaults()  # Before any jax computation: XLA reads XLA_FLAGS once.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+  def guarded(argv):
+    logging.get_absl_handler().addFilter(QuietLibraries())
+    try:
+      main(argv)
+    except errors.Stopped as stopped:
+      fail(program, str(stopped), stopped.exit_code)
+    except errors.UsageError as error:
+      fail(program, f"error: {one_line(error)}", 2)
+    except EXPECTED as error:
+      fail(program, f"error: {one_line(error)}", 1)
+
+  app.run(guarded, flags_parser=lambda argv: parse_flags(program, argv))

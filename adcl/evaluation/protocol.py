@@ -1,0 +1,109 @@
+"""`evaluate(model, variables, config, data)`: every metric of a frozen encoder, computed once.
+
+What `python -m adcl.evaluate` writes to eval.json, `adcl.inspect.Run.evaluate` returns and the
+study runner reports (docs/method.md §5): kNN on backbone and projector features, the linear
+probe, and the accuracy of encoder + probe under FGSM and PGD-20.
+"""
+
+from typing import Callable, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from adcl import step as step_lib
+from adcl.data import normalize
+from adcl.evaluation import knn, linear, robust
+from adcl.evaluation.batched import batched_apply
+
+
+def embed(embed_fn: Callable, variables: dict, x: np.ndarray, batch_size: int,
+          mesh: Mesh) -> np.ndarray:
+  """`embed_fn(params, batch_stats, batch)` (adcl.step.make_embed_fn) over every row of the
+  normalised inputs x [N, S, S, C]: [N, D] (a tuple of such for kind 'both'). Every process
+  passes the same x and embeds its slice of each batch; the result is on every host."""
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  return batched_apply(lambda batch: embed_fn(params, batch_stats, batch), [x], batch_size,
+                       NamedSharding(mesh, P("data")))
+
+
+def knn_settings(config: ml_collections.ConfigDict) -> tuple[int, float]:
+  """(k, sigma) of the kNN: eval.knn_k, and eval.knn_sigma or else the training tau."""
+  return config.eval.knn_k, config.eval.knn_sigma or config.loss.temperature
+
+
+def training_eps_pixels(config: ml_collections.ConfigDict, channels: int) -> float:
+  """The training eps in [0, 1] pixel units (the first channel's, if it differs per channel)."""
+  if config.adv.eps_units == "pixel":
+    return float(config.adv.eps)
+  _, std = normalize.normalization(config.data, channels)
+  return float(config.adv.eps * std[0])
+
+
+def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: dict,
+             robust_examples: int = 1000, robust_eps_pixels: tuple = (8 / 255,),
+             mesh: Optional[Mesh] = None) -> dict:
+  """The metrics of one encoder; writes nothing.
+
+  Args:
+    model: the ContrastiveModel; variables: its {'params', 'batch_stats'}.
+    config: the run's config (data normalisation and size, kNN settings, training eps).
+    data: {'train': (images, labels), 'test': (images, labels)}, uint8 [N, H, W, C] and [N].
+    robust_examples: test images attacked (FGSM and PGD-20 at the training eps and at each of
+      `robust_eps_pixels`); 0 skips the attacks.
+    mesh: devices the embedding runs on (default: all).
+  Returns:
+    {'step'-free metrics: knn_top1_backbone, knn_top1_embedding, linear_* and robust_*}.
+  """
+  mesh = step_lib.data_mesh() if mesh is None else mesh
+  (train_images, train_labels), (test_images, test_labels) = data["train"], data["test"]
+  train_x = normalize.eval_images(train_images, config.data)
+  test_x = normalize.eval_images(test_images, config.data)
+  result = {"test_images": int(len(test_labels))}
+  # One forward pass per image gives both kinds of features.
+  embed_both = step_lib.make_embed_fn(model, "both", mesh)
+  (train_h, train_z), (test_h, test_z) = (
+      embed(embed_both, variables, x, config.eval.batch_size, mesh) for x in (train_x, test_x))
+  k, sigma = knn_settings(config)
+  for kind, (train_f, test_f) in {"backbone": (train_h, test_h),
+                                  "embedding": (train_z, test_z)}.items():
+    result[f"knn_top1_{kind}"] = knn.knn_accuracy(train_f, train_labels, test_f, test_labels,
+                                                  k, sigma)
+  result.update(linear.linear_probe(train_h, train_labels, test_h, test_labels))
+  if robust_examples <= 0:  # Robustness skipped (a study that only compares accuracy).
+    return result
+  result.update(_robustness(model, variables, config, (train_h, train_labels),
+                            (test_x, test_labels), result, robust_examples, robust_eps_pixels))
+  return result
+
+
+def _robustness(model, variables, config, train_features, test_data, probe_choice: dict,
+                examples: int, eps_pixels_list: tuple) -> dict:
+  """Refit the selected probe on all training features and attack encoder + probe."""
+  (train_h, train_labels), (test_x, test_labels) = train_features, test_data
+  mean, std = linear.feature_stats(train_h)
+  num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+  probe, _ = linear.fit_linear_probe((train_h - mean) / std, train_labels, num_classes,
+                                     probe_choice["linear_weight_decay"],
+                                     probe_choice["linear_epochs"])
+  classifier = {**variables, "probe": probe, "feature_mean": mean, "feature_std": std}
+
+  def logits_fn(v, x):
+    h, _ = model.apply({"params": v["params"], "batch_stats": v["batch_stats"]}, x,
+                       train=False, adv=False)
+    return ((h - v["feature_mean"]) / v["feature_std"]) @ v["probe"]["w"] + v["probe"]["b"]
+
+  channels = test_x.shape[-1]
+  pixel_mean, pixel_std = normalize.normalization(config.data, channels)
+  clip = normalize.pixel_range(pixel_mean, pixel_std)
+  subset = slice(0, min(examples, len(test_labels)))
+  key = jax.random.PRNGKey(0)
+  result = {}
+  for eps_pixels in sorted(set(eps_pixels_list) | {training_eps_pixels(config, channels)}):
+    eps = (eps_pixels / pixel_std).astype(np.float32)
+    for name, steps in (("fgsm", 1), ("pgd20", 20)):
+      result[f"robust_{name}_eps{eps_pixels * 255:.2f}_top1"] = robust.robust_accuracy(
+          logits_fn, classifier, test_x[subset], test_labels[subset], eps, clip, steps, key)
+  result["robust_examples"] = subset.stop
+  return result
