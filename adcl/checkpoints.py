@@ -1,7 +1,9 @@
 """Orbax checkpoints in `workdir/checkpoints`: the TrainState (params, both BN sets, optimiser
 state, step, rng; the step is also the data position) and the config as JSON."""
 
+import contextlib
 import logging
+import time
 from typing import Any, Optional
 
 import jax
@@ -57,6 +59,46 @@ class Checkpoints:
           f"{self.directory} holds a checkpoint of another model: " + "; ".join(differ) +
           ". Use a new --workdir, or restore those values.")
 
+  def restore_latest_intact(self, abstract_state: Any) -> Any:
+    """The latest checkpoint that reads back, laid out as `abstract_state`.
+
+    A checkpoint that does not read back at all (a truncated or corrupted file: a crash or a
+    full disk during its write, a damaged copy) is moved aside to workdir/damaged_checkpoints/
+    (never deleted), with a log line saying so, and the one before it is tried. ValueError
+    when none is left. A checkpoint that reads but does not fit `abstract_state` is another
+    model's: ValueError, and nothing is moved.
+    """
+    while (step := self.latest_step()) is not None:
+      try:
+        return self.restore(abstract_state, step)
+      except Exception as error:  # Orbax and TensorStore raise many types; tell them apart:
+        damage = self.damage(step)
+        if damage is None:  # It reads: it is another model's checkpoint.
+          raise
+        aside = self.move_aside(step)
+        logging.getLogger("absl").warning(
+            "checkpoint %d in %s is damaged (%s): moved to %s; trying the one before it",
+            step, self.directory, damage, aside)
+    raise ValueError(f"{self.directory}: no intact checkpoint left (damaged ones are in "
+                     f"{self.directory.parent / 'damaged_checkpoints'}); use a new --workdir "
+                     "or restore one")
+
+  def damage(self, step: int) -> Optional[str]:
+    """None if checkpoint `step` reads back whole (with no model); else what is wrong."""
+    try:
+      self.restore_raw(step, check=False)
+      return None
+    except Exception as error:  # Whatever the reader raised: the checkpoint is unreadable.
+      return _first_line(error)
+
+  def move_aside(self, step: int):
+    """Move checkpoint `step` to workdir/damaged_checkpoints/STEP-TIME; returns where."""
+    target = self.directory.parent / "damaged_checkpoints" / f"{step}-{int(time.time())}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (self.directory / str(step)).rename(target)
+    self.manager.reload()
+    return target
+
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
     """The state of checkpoint `step` (default latest), laid out as `abstract_state`
     (a pytree of jax.ShapeDtypeStruct carrying shardings)."""
@@ -69,25 +111,51 @@ class Checkpoints:
                        f"{str(error).splitlines()[0]}") from error
     return restored.state
 
-  def restore_raw(self, step: Optional[int] = None) -> dict:
+  def restore_raw(self, step: Optional[int] = None, check: bool = True) -> dict:
     """The state of checkpoint `step` (default latest) as a dict of arrays on one local device,
     with no model or config needed, whatever topology wrote it: for notebooks, evaluation and
-    tests."""
+    tests. A checkpoint that does not read back is a ValueError naming it (with `check`)."""
     step = self.latest_step() if step is None else step
-    saved = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state")
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          saved.item_metadata)
-    return self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+    try:
+      saved = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state")
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            saved.item_metadata)
+      return self.manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+    except Exception as error:  # Orbax and TensorStore raise many types for a damaged file.
+      if not check:
+        raise
+      raise ValueError(f"{self.directory / str(step)} is damaged ({_first_line(error)}); "
+                       "choose another checkpoint (adcl.train moves it aside on resume)") from None
 
   def save(self, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
-    """Write checkpoint `step` (asynchronously; `wait()` before exit)."""
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict())))
+    """Write checkpoint `step` (asynchronously; `wait()` before exit). A full disk, here or
+    in the write of the previous one, is a one-line ValueError (the earlier checkpoints stay
+    intact: a checkpoint becomes visible only once its write is complete)."""
+    self._pending = step
+    with self._disk_full_named():
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict())))
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    with self._disk_full_named():
+      self.manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _disk_full_named(self):
+    try:
+      yield
+    except Exception as error:  # Orbax reports ENOSPC as TensorStore's RESOURCE_EXHAUSTED.
+      text = str(error)
+      if "No space left" not in text and "os_error_code='28'" not in text:
+        raise
+      intact = [s for s in self.manager.all_steps() if s != getattr(self, "_pending", None)]
+      raise ValueError(
+          f"{self.directory}: disk full (No space left on device) while writing checkpoint "
+          f"{getattr(self, '_pending', '?')}; "
+          + (f"checkpoint {max(intact)} is intact: " if intact else "")
+          + "free space and rerun the same command to resume") from None
 
   def close(self) -> None:
     self.manager.close()
@@ -96,3 +164,7 @@ class Checkpoints:
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   """ShapeDtypeStructs of `tree` (arrays or shapes from jax.eval_shape) on `sharding`."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

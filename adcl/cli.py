@@ -28,10 +28,27 @@ EXPECTED = (ValueError, OSError, errors.NonFiniteLoss)
 
 
 class QuietLibraries(pylogging.Filter):
-  """Console: adcl's INFO lines (progress, resume); other libraries' warnings and errors only."""
+  """Console: adcl's INFO lines (progress, resume); other libraries' warnings and errors only,
+  each as its first line (a library that logs an error it also raises, as Orbax does for a
+  full disk, would otherwise print its traceback before adcl's one line)."""
 
   def filter(self, record):
-    return record.levelno >= pylogging.WARNING or f"{os.sep}adcl{os.sep}" in record.pathname
+    if f"{os.sep}adcl{os.sep}" in record.pathname:
+      return True
+    if record.levelno < pylogging.WARNING:
+      return False
+    message = record.getMessage().strip().splitlines()
+    record.msg, record.args = (message[0][:300] if message else ""), None
+    record.exc_info = record.exc_text = None
+    return True
+
+
+def _unraisable_quietly(unraisable) -> None:
+  """Exceptions Python cannot raise (in a library's callbacks: Orbax's closed event loop after
+  a failed write prints ~120 tracebacks) go to the debug log, not the console."""
+  logging_module = pylogging.getLogger("adcl.cli")
+  logging_module.debug("unraisable %s: %s", type(unraisable.exc_value).__name__,
+                       unraisable.exc_value)
 
 
 def one_line(error: BaseException) -> str:
@@ -55,6 +72,8 @@ def parse_flags(program: str, argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as error:
     fail(program, f"error: {one_line(error)}", 2)
+  except SyntaxError as error:  # A config file that is not valid Python.
+    fail(program, f"error: {error.filename}:{error.lineno}: {error.msg} (config file)", 2)
   except (AttributeError, KeyError, TypeError, ValueError) as error:
     message = str(error).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
     fail(program, f"error: bad config override: {message}", 2)
@@ -66,6 +85,7 @@ def run(main: Callable[[list[str]], None], program: str) -> None:
 
   xla_cpu.apply_defaults()  # Before any jax computation: XLA reads XLA_FLAGS once.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  sys.unraisablehook = _unraisable_quietly
 
   def guarded(argv):
     logging.get_absl_handler().addFilter(QuietLibraries())

@@ -5,6 +5,7 @@ fields. `validate()` runs before anything is built or compiled, so an impossible
 in a second with a message that names the key.
 """
 
+import math
 import os
 
 import ml_collections
@@ -176,14 +177,94 @@ def parse_variant(variant: str) -> bool:
   return variant == "clae"
 
 
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+# The domain of every config value that has one, as (what it must be, test). validate() checks
+# them all before anything is built, so a bad value fails in a second, naming its key.
+_POSITIVE = ("> 0", lambda v: _number(v) and v > 0)
+_NON_NEGATIVE = (">= 0", lambda v: _number(v) and v >= 0)
+_POSITIVE_INT = ("a positive integer", lambda v: _integer(v) and v > 0)
+_NON_NEGATIVE_INT = ("an integer >= 0", lambda v: _integer(v) and v >= 0)
+_PROBABILITY = ("a probability in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
+
+
+def _one_of(*choices):
+  return (f"one of {choices}", lambda v: v in choices)
+
+
+DOMAINS = {
+    "seed": ("an integer", _integer),
+    "data.source": _one_of(*SOURCES),
+    "data.load_size": _NON_NEGATIVE_INT,
+    "data.val_fraction": ("in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
+    "data.image_size": _POSITIVE_INT,
+    "data.views.jitter_prob": _PROBABILITY,
+    "data.views.gray_prob": _PROBABILITY,
+    "data.views.blur_prob": _PROBABILITY,
+    "model.architecture": _one_of(*ARCHITECTURES),
+    "model.width": _POSITIVE_INT,
+    "model.stem": _one_of("cifar", "imagenet"),
+    "model.conv_impl": _one_of(*CONV_IMPLS),
+    "model.dtype": _one_of("float32", "bfloat16", "float16"),
+    "loss.name": _one_of(*losses.LOSSES),
+    "loss.temperature": _POSITIVE,
+    "adv.method": _one_of("fgsm", "pgd"),
+    "adv.eps": _NON_NEGATIVE,
+    "adv.eps_units": _one_of("normalized", "pixel"),
+    "adv.alpha": _NON_NEGATIVE,
+    "adv.gen_bn_updates": _one_of(0, 1, 2),
+    "adv.pgd_steps": _POSITIVE_INT,
+    "adv.pgd_step_size": _POSITIVE,
+    "optim.name": _one_of(*OPTIMIZERS),
+    "optim.lr": _POSITIVE,
+    "optim.momentum": ("in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
+    "optim.weight_decay": _NON_NEGATIVE,
+    "optim.warmup_epochs": _NON_NEGATIVE,
+    "train.batch_size": _POSITIVE_INT,
+    "train.num_epochs": _NON_NEGATIVE_INT,
+    "train.num_steps": _NON_NEGATIVE_INT,
+    "train.log_every": _POSITIVE_INT,
+    "train.checkpoint_every": _POSITIVE_INT,
+    "train.keep_checkpoints": _POSITIVE_INT,
+    "eval.every": _NON_NEGATIVE_INT,
+    "eval.knn_k": _POSITIVE_INT,
+    "eval.knn_sigma": _NON_NEGATIVE,
+    "eval.features": _one_of("embedding", "backbone"),
+    "eval.batch_size": _POSITIVE_INT,
+}
+
+
+def _lookup(config: ml_collections.ConfigDict, dotted: str):
+  """The value at a dotted key; KeyError if a section or the key is missing."""
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
-  """Raise ValueError naming the key for any value that cannot run. Builds nothing."""
+  """Raise ValueError naming the key for any value that cannot run. Builds nothing.
+
+  Every key of DOMAINS is checked against its domain; then the rules that tie keys together
+  (shapes, divisibility, files) follow.
+  """
 
   def fail(key, message):
     raise ValueError(f"config.{key}: {message}")
 
-  if config.data.source not in SOURCES:
-    fail("data.source", f"{config.data.source!r} is not a source; choose one of {SOURCES}")
+  for key, (expected, test) in DOMAINS.items():
+    try:
+      value = _lookup(config, key)
+    except KeyError:  # A config saved before the key existed: its default applies.
+      continue
+    if not test(value):
+      fail(key, f"must be {expected}, got {value!r}")
   if config.data.source == "idx" and not os.path.isdir(config.data.data_dir):
     fail("data.data_dir", f"IDX directory {config.data.data_dir!r} does not exist "
          "(Debian: apt-get install dataset-fashion-mnist; or use --config.data.source=tfds)")
@@ -194,48 +275,23 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     fail("data.data_dir", f"TFDS data directory {config.data.data_dir!r} does not exist")
   if len(config.data.mean) != len(config.data.std):
     fail("data.std", f"has {len(config.data.std)} channels but data.mean has {len(config.data.mean)}")
-  if min(config.data.std) <= 0:
+  if min(config.data.std) <= 0 or not all(map(_number, config.data.std)):
     fail("data.std", f"must be positive, got {tuple(config.data.std)}")
   low, high = config.data.views.crop_scale
   if not 0 < low <= high <= 1:
     fail("data.views.crop_scale", f"needs 0 < low <= high <= 1, got {(low, high)}")
-  if config.model.architecture not in ARCHITECTURES:
-    fail("model.architecture", f"{config.model.architecture!r}; choose one of {sorted(ARCHITECTURES)}")
-  if config.model.get("conv_impl", "auto") not in CONV_IMPLS:
-    fail("model.conv_impl", f"{config.model.conv_impl!r}; choose one of {CONV_IMPLS}")
-  if config.model.stem not in ("cifar", "imagenet"):
-    fail("model.stem", f"{config.model.stem!r}; choose 'cifar' or 'imagenet'")
-  if config.loss.name not in losses.LOSSES:
-    fail("loss.name", f"{config.loss.name!r}; choose one of {sorted(losses.LOSSES)}")
-  if config.loss.temperature <= 0:
-    fail("loss.temperature", f"must be positive, got {config.loss.temperature}")
-  if config.adv.eps < 0:
-    fail("adv.eps", f"must be >= 0, got {config.adv.eps}")
-  if config.adv.gen_bn_updates not in (0, 1, 2):
-    fail("adv.gen_bn_updates", f"must be 0, 1 or 2, got {config.adv.gen_bn_updates}")
-  if config.adv.method not in ("fgsm", "pgd"):
-    fail("adv.method", f"{config.adv.method!r}; choose 'fgsm' or 'pgd'")
   if config.adv.get("shared_delta", False) and config.adv.method != "fgsm":
     fail("adv.shared_delta", f"is for FGSM only; adv.method is {config.adv.method!r}")
-  if config.adv.eps_units not in ("normalized", "pixel"):
-    fail("adv.eps_units", f"{config.adv.eps_units!r}; choose 'normalized' or 'pixel'")
-  if config.optim.name not in OPTIMIZERS:
-    fail("optim.name", f"{config.optim.name!r}; choose one of {OPTIMIZERS}")
   if len(config.optim.decay_epochs) != len(config.optim.decay_factors):
     fail("optim.decay_factors", "needs one factor per entry of optim.decay_epochs")
+  if config.train.num_steps == 0 and config.train.num_epochs == 0:
+    fail("train.num_epochs", "and train.num_steps are both 0: nothing to train")
   if config.train.batch_size % num_processes:
     fail("train.batch_size", f"{config.train.batch_size} does not divide among the "
          f"{num_processes} processes (each reads an equal share of every global batch)")
-  if config.train.batch_size <= 0 or config.train.batch_size % num_devices:
+  if config.train.batch_size % num_devices:
     fail("train.batch_size", f"{config.train.batch_size} is not a positive multiple of the "
          f"{num_devices} devices")
-  for key in ("log_every", "checkpoint_every"):
-    if config.train[key] <= 0:
-      fail(f"train.{key}", f"must be positive, got {config.train[key]}")
-  if config.eval.every < 0:
-    fail("eval.every", f"must be >= 0, got {config.eval.every}")
-  if config.eval.features not in ("embedding", "backbone"):
-    fail("eval.features", f"{config.eval.features!r}; choose 'embedding' or 'backbone'")
   if config.eval.batch_size % num_devices:
     fail("eval.batch_size", f"{config.eval.batch_size} is not a multiple of the "
          f"{num_devices} devices")

@@ -5,7 +5,6 @@ import json
 import time
 
 from absl import logging
-import tensorflow as tf
 
 from adcl import paths
 
@@ -13,17 +12,38 @@ from adcl import paths
 class Monitor:
   """Adds one JSON object per logged step to metrics.jsonl and mirrors it to TensorBoard
   (process 0 only). The file is rewritten whole at each log step (object stores such as gs://
-  cannot append): a few hundred bytes per logged step."""
+  cannot append): a few hundred bytes per logged step.
+
+  History survives a crash: a run resumed from the checkpoint of step S trains the steps after
+  S again, so lines of steps > S left by the lost segment are dropped from metrics.jsonl, and
+  the TensorBoard events open with a SessionLog START at S + 1, on which TensorBoard purges the
+  older events of those steps. Each step is then logged once.
+  """
 
   def __init__(self, workdir: str, total_steps: int, global_batch: int, start_step: int,
                enabled: bool = True):
     self.total_steps, self.global_batch, self.enabled = total_steps, global_batch, enabled
     self._last_time, self._last_step = time.perf_counter(), start_step
     if enabled:
+      # Imported where used: TensorBoard's writer loads TensorFlow's file system if present.
+      from tensorboard.compat.proto import event_pb2, summary_pb2
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
       self._path = paths.resolve(workdir) / "metrics.jsonl"
-      # A resumed run keeps the lines of the runs before it.
-      self._lines = [json.dumps(r) for r in paths.read_jsonl(self._path)]
-      self._writer = tf.summary.create_file_writer(str(paths.resolve(workdir) / "tensorboard"))
+      records = paths.read_jsonl(self._path)
+      kept = [r for r in records if r["step"] <= start_step]
+      self._lines = [json.dumps(r) for r in kept]
+      if len(kept) < len(records):
+        logging.info("Dropped %d lines of steps after %d from %s (a segment that stopped "
+                     "before its checkpoint; those steps are trained again)",
+                     len(records) - len(kept), start_step, self._path)
+        paths.write_atomic(self._path, "".join(line + "\n" for line in self._lines))
+      self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+      self._writer = EventFileWriter(str(paths.resolve(workdir) / "tensorboard"))
+      if start_step > 0:
+        self._writer.add_event(event_pb2.Event(
+            wall_time=time.time(), step=start_step + 1,
+            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
 
   def throughput(self, step: int) -> dict:
     """steps/s and images/s (source images) since the previous call; resets the clock."""
@@ -39,9 +59,11 @@ class Monitor:
     record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
     self._lines.append(json.dumps(record))
     paths.write_atomic(self._path, "\n".join(self._lines) + "\n")
-    with self._writer.as_default(step=int(step)):
-      for key, value in metrics.items():
-        tf.summary.scalar(key, float(value))
+    summary = self._summary_pb2.Summary(value=[
+        self._summary_pb2.Summary.Value(tag=key, simple_value=float(value))
+        for key, value in metrics.items()])
+    self._writer.add_event(self._event_pb2.Event(wall_time=time.time(), step=int(step),
+                                                 summary=summary))
     self._writer.flush()
 
   def progress(self, step: int, metrics: dict) -> None:

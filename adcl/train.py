@@ -12,6 +12,7 @@ import jax
 from adcl import build, checkpoints, cli, configs, distributed, errors
 from adcl.data import normalize, pipeline, sources
 from adcl.evaluation import knn, protocol
+from adcl.lock import WorkdirLock
 from adcl.monitor import Monitor
 
 
@@ -34,6 +35,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ---- Checks that need nothing built: fail in a second, before any compilation.
   configs.validate(config, jax.device_count(), jax.process_count())
   configs.validate_dataset_name(config)
+  with WorkdirLock(workdir, enabled=jax.process_index() == 0):  # One run per workdir.
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = checkpoints.Checkpoints(workdir, config.train.keep_checkpoints)
   resume_step = ckpt.latest_step()
   if resume_step is not None:
@@ -52,8 +58,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if resume_step is None:
     state = trainer.init_state()
   else:
-    state = ckpt.restore(trainer.abstract_state())
-    logging.info("Resuming from %s at step %d", ckpt.directory, resume_step)
+    state = ckpt.restore_latest_intact(trainer.abstract_state())
+    logging.info("Resuming from %s at step %d", ckpt.directory, int(state.step))
   start_step = int(state.step)
 
   eval_data = ((normalize.eval_images(train_images, config.data), train_labels),
@@ -69,7 +75,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ---- The loop: the only host syncs are at log, eval and checkpoint steps.
   stop = distributed.StopSignal()
   try:
-    metrics, last_saved = {}, resume_step
+    metrics, last_saved = {}, (start_step if resume_step is not None else None)
     for step in range(start_step + 1, num_steps + 1):
       state, device_metrics = trainer.train_step(
           state, pipeline.to_global(next(batches), trainer.data_sharding))
@@ -84,7 +90,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if not all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm", "param_norm")):
         raise errors.NonFiniteLoss(
             f"loss {metrics['loss']} / grad norm {metrics['grad_norm']} at step {step}: "
-            f"stopped; the last good checkpoint is step {last_saved} in {ckpt.directory}")
+            "stopped; " + (f"the last good checkpoint is step {last_saved} in {ckpt.directory}"
+                           if last_saved is not None else "no checkpoint was written yet"))
       metrics.update(monitor.throughput(step))
       if eval_now:
         metrics["knn_top1"] = knn_eval(trainer, state, eval_data, config)

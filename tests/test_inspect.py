@@ -11,14 +11,16 @@ import pytest
 from matplotlib import image as mpimg
 
 from adcl import compare, evaluate, inspect, train
-from conftest import tiny_config, write_idx_dataset
+from conftest import cli_env, tiny_config, write_idx_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  """Two 4-step runs of the tiny config: the SimCLR baseline and CLAE, both evaluated."""
+def trained(tmp_path_factory):
+  """Two 4-step runs of the tiny config (checkpoints 2 and 4): the SimCLR baseline and CLAE,
+  both evaluated; and the config they trained with. Shared by every test of this file (tests
+  that change a run work on a copy)."""
   config = tiny_config(write_idx_dataset(tmp_path_factory.mktemp("idx")))
   root = tmp_path_factory.mktemp("runs")
   workdirs = {}
@@ -28,7 +30,12 @@ def runs(tmp_path_factory):
     workdirs[name] = str(root / name)
     train.run(c, workdirs[name])
     evaluate.evaluate_workdir(workdirs[name], robust_examples=16, figures=False)
-  return workdirs
+  return workdirs, config
+
+
+@pytest.fixture
+def runs(trained):
+  return trained[0]
 
 
 def test_embed_counts_every_image_once(runs):
@@ -123,3 +130,60 @@ def test_notebook_runs_top_to_bottom(runs):
   text = "".join(o.get("text", "") for o in outputs)
   assert "clae @ step 4" in text and "kNN top-1 on backbone features" in text
   assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # Curves, views, PCA.
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(trained, tmp_path):
+  runs, config = trained
+  workdir = str(tmp_path / "w")
+  shutil.copytree(runs["clae"], workdir)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints", "4")))
+  steps_before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  metrics_before = open(os.path.join(workdir, "metrics.jsonl")).read()
+  changed = config.copy_and_resolve_references()
+  changed.model.width = 8
+  changed.train.num_steps = 6
+  with pytest.raises(ValueError, match=r"model.width \(checkpoint 4, config 8\)"):
+    train.run(changed, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "4"))) == before
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == steps_before == ["2", "4"]
+  assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics_before
+
+
+def test_evaluate_cli_writes_eval_json_and_refuses_bad_input(runs, tmp_path):
+  workdir = tmp_path / "w"
+  shutil.copytree(runs["clae"], workdir)
+  os.remove(workdir / "eval.json")
+  env = cli_env(devices=8)  # The devices the fixture evaluated on: the same numbers.
+  evaluate_cli = lambda *a: subprocess.run([sys.executable, "-m", "adcl.evaluate", *a],
+                                           capture_output=True, text=True, cwd=REPO, env=env,
+                                           timeout=600)
+  result = evaluate_cli("--workdir", str(workdir), "--robust_examples", "16")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.load(open(workdir / "eval.json"))
+  for key in ("knn_top1_backbone", "knn_top1_embedding", "linear_top1",
+              "linear_official_best_test_epoch_top1", "robust_pgd20_eps8.00_top1"):
+    assert 0 <= report[key] <= 100, key
+  assert report["test_images"] == 40 and report["step"] == 4
+  assert report["robust_pgd20_eps8.00_top1"] <= 100
+  # The command and the in-process evaluation (what the fixture wrote) are the same numbers.
+  assert report == json.load(open(os.path.join(runs["clae"], "eval.json")))
+  # No library's warning wall (the linear probe once printed XLA's constant-folding warnings).
+  assert "Constant folding" not in result.stderr and len(result.stderr.splitlines()) < 10
+  missing_step = evaluate_cli("--workdir", str(workdir), "--checkpoint", "7")
+  assert missing_step.returncode == 1
+  assert "no checkpoint at step 7; steps: [2, 4]" in missing_step.stderr.strip().splitlines()[-1]
+  empty = evaluate_cli("--workdir", str(tmp_path / "nothing"))
+  assert empty.returncode == 1 and "no such checkpoint directory" in empty.stderr
+  assert not (tmp_path / "nothing").exists()
+  # A checkpoint whose saved config names another model.
+  config_file = workdir / "checkpoints" / "4" / "config" / "metadata"
+  saved = json.load(open(config_file))
+  saved["model"]["projector"] = [16, 4]
+  config_file.write_text(json.dumps(saved))
+  figures_before = sorted(os.listdir(workdir / "figures"))
+  other_model = evaluate_cli("--workdir", str(workdir))
+  assert other_model.returncode == 1
+  assert "does not fit its saved config" in other_model.stderr.strip().splitlines()[-1]
+  assert json.load(open(workdir / "eval.json")) == report  # Nothing written over.
+  assert sorted(os.listdir(workdir / "figures")) == figures_before == [
+      "adversarial_views.png", "embedding_pca.png", "training_curves.png"]

@@ -14,16 +14,16 @@ from typing import Iterator
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from jax.sharding import NamedSharding
 
-from adcl.data import augment
 from adcl.data.normalize import normalization
 
 
 def keep_tensorflow_on_host() -> None:
   """TensorFlow only feeds data: keep it off accelerators so it never takes their memory.
   Called before TensorFlow's first op (after it, TensorFlow refuses, and it is too late)."""
+  import tensorflow as tf  # Imported where used: a command sets its log level first.
+
   try:
     tf.config.set_visible_devices([], "GPU")
   except RuntimeError:  # Already initialised (a second run in one process): left as it is.
@@ -48,6 +48,10 @@ def train_batches(images: np.ndarray, config: ml_collections.ConfigDict, start_s
   Yields:
     {'view1', 'view2'}: float32 numpy [global_batch // process_count, S, S, C].
   """
+  import tensorflow as tf  # Imported where used: a command sets its log level first.
+
+  from adcl.data import augment
+
   global_batch = config.train.batch_size
   local_batch = global_batch // process_count
   per_epoch = steps_per_epoch(len(images), global_batch)

@@ -7,6 +7,7 @@ to the data layer.
 
 import gzip
 import os
+import zlib
 
 import ml_collections
 import numpy as np
@@ -22,8 +23,11 @@ DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 def read_idx(path: str) -> np.ndarray:
   """One IDX file (optionally gzipped) as a numpy array of its declared shape and dtype."""
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # Damaged or not gzip at all.
+    raise ValueError(f"{path}: not a readable gzipped IDX file ({error})") from None
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
     raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
   ndim = data[3]
