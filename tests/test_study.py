@@ -18,7 +18,7 @@ def tiny_spec(config_path: str, **fields) -> ml_collections.ConfigDict:
   spec = ml_collections.ConfigDict()
   spec.title = "tiny"
   spec.config = config_path
-  spec.common = {"train": {"num_steps": 6}}
+  spec.common = {"train": {"num_steps": 4}}
   spec.seeds = (0, 1)
   spec.settings = ml_collections.ConfigDict()
   spec.settings.baseline = {"overrides": {"adv": {"enabled": False}}}
@@ -45,7 +45,7 @@ def test_plan_resolves_every_setting_and_seed(tmp_path, idx_dir):
   assert [(r.setting, r.seed) for r in runs] == [("baseline", 0), ("baseline", 1),
                                                   ("clae", 0), ("clae", 1)]
   clae = runs[2].config
-  assert clae.adv.eps == 0.05 and clae.train.num_steps == 6 and clae.seed == 0
+  assert clae.adv.eps == 0.05 and clae.train.num_steps == 4 and clae.seed == 0
   assert not runs[0].config.adv.enabled and runs[0].config.adv.eps == 0.03
   assert runs[3].workdir.endswith(os.path.join("runs", "clae", "seed_1"))
 
@@ -99,16 +99,16 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert resumed["evaluated"] and resumed["interrupted_segments"] == 1
   steps = [json.loads(l)["step"] for l in
            (runs / "baseline" / "seed_1" / "metrics.jsonl").read_text().splitlines()]
-  assert steps.count(2) == 1 and steps[-1] == 6
+  assert steps.count(2) == 1 and steps[-1] == 4
   for setting in ("baseline", "clae"):
     for seed in (0, 1):
       result = json.loads((runs / setting / f"seed_{seed}" / "eval.json").read_text())
-      assert result["step"] == 6 and 0 <= result["linear_top1"] <= 100
+      assert result["step"] == 4 and 0 <= result["linear_top1"] <= 100
 
   report = (workdir / "report.md").read_text()
   assert "Finished runs: 4 of 4." in report
   assert "| clae | baseline | 2 |" in report  # Paired over both seeds.
-  assert report.count("| baseline | 0 | 6 |") == 1 and "| clae | 1 | 6 |" in report
+  assert report.count("| baseline | 0 | 4 |") == 1 and "| clae | 1 | 4 |" in report
   assert "(resumed; killed segment not timed)" in report
   for name in ("settings.png", "sweep_eps.png"):
     assert (workdir / "figures" / name).stat().st_size > 5000
