@@ -2,12 +2,36 @@
 
 import gzip
 import os
+import shutil
+import tempfile
 
 # Unless the caller chose a count (a CLI test's subprocess, whose config file imports this).
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# One persistent compilation cache for the whole test run, shared by the xdist workers and the
+# command-line processes the tests start: many processes compile the same tiny programs (a run
+# and its resumed rerun, five killed runs), and a hit returns the executable XLA made for the
+# same program, flags and devices. It halves a CLI run's time (32 -> 14 s for 4 tiny steps).
+# Tests that read the compiled program itself (HLO text, FLOP counts) run without it
+# (cli_env(compilation_cache=False)). The controller removes it at the end of the run.
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"local-{os.getpid()}"
+COMPILATION_CACHE = {
+    "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(),
+                                              f"adcl-test-jax-cache-{_RUN_ID}"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+for _key, _value in COMPILATION_CACHE.items():
+  os.environ.setdefault(_key, _value)
+
+
+def pytest_sessionfinish(session):
+  if not hasattr(session.config, "workerinput"):  # The controller (or a run without xdist).
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 
 from adcl import xla_cpu
 
@@ -80,10 +104,11 @@ def tiny(idx_dir):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def cli_env(devices: int = 0, **extra) -> dict:
+def cli_env(devices: int = 0, compilation_cache: bool = True, **extra) -> dict:
   """The environment for a CLI subprocess: this one without the forced 8 devices (`devices`
-  forces that many instead), plus `extra`."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  forces that many instead), with or without the shared compilation cache, plus `extra`."""
+  drop = {"XLA_FLAGS"} | (set() if compilation_cache else set(COMPILATION_CACHE))
+  env = {k: v for k, v in os.environ.items() if k not in drop}
   if devices:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env.update(extra)

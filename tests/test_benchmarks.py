@@ -12,7 +12,7 @@ TINY = ["--model", "resnet_small", "--width", "4", "--image-size", "8", "--chann
 
 def run_benchmark(script, *extra):
   result = subprocess.run([sys.executable, f"benchmarks/{script}", *TINY, *extra], cwd=REPO,
-                          env=cli_env(devices=1), capture_output=True, text=True, timeout=600)
+                          env=cli_env(devices=1, compilation_cache=False), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -44,7 +44,7 @@ def test_profile_step_splits_the_step_into_its_passes():
 
 def test_conv_layers_times_every_pass_with_and_without_ynnpack_convolutions():
   result = subprocess.run([sys.executable, "benchmarks/conv_layers.py", "--batch", "1",
-                           "--reps", "1"], cwd=REPO, env=cli_env(devices=1),
+                           "--reps", "1"], cwd=REPO, env=cli_env(devices=1, compilation_cache=False),
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads(result.stdout.strip().splitlines()[-1])

@@ -8,6 +8,7 @@ import pytest
 
 from adcl import xla_cpu
 from adcl.models import conv
+from conftest import cli_env
 
 FLAG = xla_cpu.YNN_FUSION_FLAG
 OURS = "individual_dot,reduce"  # jaxlib 0.10's default without convolutions.
@@ -70,7 +71,7 @@ cli.run(main, "probe")
 
 
 def _probe(xla_flags, before=""):
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "ADCL_XLA_DEFAULTS")}
+  env = {k: v for k, v in cli_env(compilation_cache=False).items() if k != "ADCL_XLA_DEFAULTS"}
   if xla_flags is not None:
     env["XLA_FLAGS"] = xla_flags
   result = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], env=env,
