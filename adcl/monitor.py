@@ -40,10 +40,10 @@ class Monitor:
         paths.write_atomic(self._path, "".join(line + "\n" for line in self._lines))
       self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
       self._writer = EventFileWriter(str(paths.resolve(workdir) / "tensorboard"))
-      if start_step > 0:
-        self._writer.add_event(event_pb2.Event(
-            wall_time=time.time(), step=start_step + 1,
-            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+      # Also at step 1: a run killed before its first checkpoint completed starts over.
+      self._writer.add_event(event_pb2.Event(
+          wall_time=time.time(), step=start_step + 1,
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
 
   def throughput(self, step: int) -> dict:
     """steps/s and images/s (source images) since the previous call; resets the clock."""

@@ -218,3 +218,8 @@ def test_sigkilled_runs_end_bit_for_bit_like_an_uninterrupted_run(tmp_path, idx_
     np.testing.assert_array_equal(x, y)
   logged = [json.loads(l)["step"] for l in open(workdir / "metrics.jsonl")]
   assert logged == list(range(1, steps + 1))
+  # TensorBoard, as it reads the event files (purging at each resumed run's START): each once.
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
+  events.Reload()
+  assert [e.step for e in events.Scalars("loss")] == list(range(1, steps + 1))
