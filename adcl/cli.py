@@ -38,6 +38,8 @@ class QuietLibraries(pylogging.Filter):
     if record.levelno < pylogging.WARNING:
       return False
     message = record.getMessage().strip().splitlines()
+    if record.name == "asyncio" and message and "exception was never retrieved" in message[0]:
+      return False  # A library's background write that failed: the error is reported already.
     record.msg, record.args = (message[0][:300] if message else ""), None
     record.exc_info = record.exc_text = None
     return True
