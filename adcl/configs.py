@@ -115,6 +115,7 @@ def base() -> ml_collections.ConfigDict:
   c.optim.decay_epochs = (120, 160, 200)
   c.optim.decay_factors = (0.1, 0.05, 0.01)
   c.optim.warmup_epochs = 10  # LARS only: linear warm-up, then cosine to 0.
+  c.optim.schedule = "constant"  # Adam only: 'constant' (official) or 'cosine' (to 0 at the end).
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128  # Global batch (source images; each gives two views).
@@ -226,6 +227,7 @@ DOMAINS = {
     "optim.momentum": ("in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     "optim.weight_decay": _NON_NEGATIVE,
     "optim.warmup_epochs": _NON_NEGATIVE,
+    "optim.schedule": _one_of("constant", "cosine"),
     "train.batch_size": _POSITIVE_INT,
     "train.num_epochs": _NON_NEGATIVE_INT,
     "train.num_steps": _NON_NEGATIVE_INT,
@@ -282,6 +284,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     fail("data.views.crop_scale", f"needs 0 < low <= high <= 1, got {(low, high)}")
   if config.adv.get("shared_delta", False) and config.adv.method != "fgsm":
     fail("adv.shared_delta", f"is for FGSM only; adv.method is {config.adv.method!r}")
+  if config.optim.get("schedule", "constant") != "constant" and config.optim.name != "adam":
+    fail("optim.schedule", f"is for Adam only; optim.name is {config.optim.name!r}")
   if len(config.optim.decay_epochs) != len(config.optim.decay_factors):
     fail("optim.decay_factors", "needs one factor per entry of optim.decay_epochs")
   if config.train.num_steps == 0 and config.train.num_epochs == 0:

@@ -20,7 +20,8 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   """The optimiser of `config.optim`.
 
   sgd: momentum SGD with the step decay, weight decay added to the gradient (PyTorch's coupled
-  L2). adam: Adam with coupled L2. lars: LARS with linear warm-up and cosine decay, for large
+  L2). adam: Adam with coupled L2, at a constant rate (the official SimCLR recipe) or, with
+  `optim.schedule='cosine'`, decayed to 0 over the run (the usual SimCLR schedule). lars: LARS with linear warm-up and cosine decay, for large
   TPU batches (weight decay inside LARS, BN and bias parameters excluded from it).
   """
   o = config.optim
@@ -29,7 +30,10 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
     return optax.chain(optax.add_decayed_weights(o.weight_decay),
                        optax.sgd(schedule, momentum=o.momentum))
   if o.name == "adam":
-    return optax.chain(optax.add_decayed_weights(o.weight_decay), optax.adam(o.lr))
+    lr = o.lr
+    if o.get("schedule", "constant") == "cosine":
+      lr = optax.cosine_decay_schedule(o.lr, max(total_steps, 1))
+    return optax.chain(optax.add_decayed_weights(o.weight_decay), optax.adam(lr))
   if o.name == "lars":
     warmup = min(int(o.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
     schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, warmup, max(total_steps, 1))
