@@ -55,7 +55,8 @@ def attack(config: ml_collections.ConfigDict, channels: int) -> Optional[step_li
       shared_delta=bool(adv.get("shared_delta", False)), gen_bn_updates=adv.gen_bn_updates,
       pgd_steps=adv.pgd_steps, pgd_step_size=(adv.pgd_step_size * scale).astype(np.float32),
       pgd_random_start=adv.pgd_random_start,
-      clip=normalize.pixel_range(mean, std) if adv.clip_to_pixel_range else None)
+      clip=normalize.pixel_range(mean, std) if adv.clip_to_pixel_range else None,
+      fraction=float(adv.get("fraction", 1.0)))
 
 
 @dataclasses.dataclass

@@ -104,6 +104,10 @@ def base() -> ml_collections.ConfigDict:
   c.adv.pgd_step_size = 0.01  # PGD only, same units as eps.
   c.adv.pgd_random_start = True  # PGD only.
   c.adv.clip_to_pixel_range = False  # PGD only: keep x_adv inside valid pixels.
+  # Share of each global batch (its first rows) that gets an adversarial view and the
+  # adversarial term, with its own negatives; 1.0 = every image (the paper). Below 1 the attack
+  # costs less (docs/method.md §6).
+  c.adv.fraction = 1.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"  # sgd | adam | lars.
@@ -222,6 +226,7 @@ DOMAINS = {
     "adv.gen_bn_updates": _one_of(0, 1, 2),
     "adv.pgd_steps": _POSITIVE_INT,
     "adv.pgd_step_size": _POSITIVE,
+    "adv.fraction": ("in (0, 1]", lambda v: _number(v) and 0 < v <= 1),
     "optim.name": _one_of(*OPTIMIZERS),
     "optim.lr": _POSITIVE,
     "optim.momentum": ("in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
@@ -286,6 +291,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     fail("adv.shared_delta", f"is for FGSM only; adv.method is {config.adv.method!r}")
   if config.optim.get("schedule", "constant") != "constant" and config.optim.name != "adam":
     fail("optim.schedule", f"is for Adam only; optim.name is {config.optim.name!r}")
+  if config.adv.enabled and round(config.adv.get("fraction", 1.0) * config.train.batch_size) < 2:
+    fail("adv.fraction", f"{config.adv.fraction} of train.batch_size {config.train.batch_size} "
+         "leaves fewer than 2 images: the adversarial term needs a negative")
   if len(config.optim.decay_epochs) != len(config.optim.decay_factors):
     fail("optim.decay_factors", "needs one factor per entry of optim.decay_epochs")
   if config.train.num_steps == 0 and config.train.num_epochs == 0:

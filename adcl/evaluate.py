@@ -1,7 +1,7 @@
 """`python -m adcl.evaluate --workdir DIR [--checkpoint STEP] [--robust_examples 1000]`.
 
-Evaluates one checkpoint (adcl.evaluation.protocol: kNN, the linear probe, robust accuracy;
-docs/method.md §5), writes DIR/eval.json, prints it as a table, and draws the run's figures
+Evaluates one checkpoint (adcl.evaluation.protocol: kNN, the linear probe, the same on the raw
+input pixels, robust accuracy; docs/method.md §5), writes DIR/eval.json, prints it as a table, and draws the run's figures
 (training curves, adversarial views, embedding projection) in DIR/figures/. eval.json and each
 figure are written whole, then renamed, and only after everything was computed: a failure
 leaves the previous files as they were.
@@ -31,7 +31,8 @@ def evaluate_workdir(workdir: str, step: Optional[int] = None, robust_examples: 
     run = inspect.Run(restored.workdir, restored.step, restored.config, restored.model,
                       restored.variables)
     images, labels = data["test"]
-    written += run.write_figures(images[:figure_examples], labels[:figure_examples])
+    written += run.write_figures(images[:figure_examples], labels[:figure_examples],
+                                 pixel_knn=result.get("pixels_knn_top1"))
   return result, [str(w) for w in written]
 
 

@@ -23,11 +23,14 @@ def save(figure: Figure, path, dpi: int = 100) -> str:
   return str(paths.write_atomic(path, png.getvalue()))
 
 
-def training_curves(records: Sequence[dict], title: str = "") -> Figure:
+def training_curves(records: Sequence[dict], title: str = "",
+                    pixel_knn: Optional[float] = None) -> Figure:
   """Loss terms, kNN top-1 and images/s against the step.
 
   records: metrics.jsonl lines ({'step': int, 'loss': float, ...}); a key missing from a
   record (kNN is logged only at evaluation steps) is simply not drawn at that step.
+  pixel_knn: the kNN top-1 of the raw input pixels, drawn as the reference line the encoder
+  has to clear.
   """
   figure = Figure(figsize=(13, 3.6), layout="constrained")
   losses, knn, speed = figure.subplots(1, 3)
@@ -41,6 +44,9 @@ def training_curves(records: Sequence[dict], title: str = "") -> Figure:
     steps, values = _series(records, key)
     axes.plot(steps, values, marker="o" if len(values) < 30 else None)
     axes.set(xlabel="step", ylabel=label, title=label)
+    if key == "knn_top1" and pixel_knn is not None:
+      axes.axhline(pixel_knn, color="grey", linestyle="--", label=f"raw pixels {pixel_knn:.2f}")
+      axes.legend(fontsize=8)
     if not len(values):
       axes.text(0.5, 0.5, f"no {key} logged", ha="center", va="center", transform=axes.transAxes)
   if title:

@@ -16,6 +16,7 @@ pipeline is not. Metrics come from adcl.evaluation, the same code as `python -m 
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Optional
 
@@ -140,8 +141,14 @@ class Run:
   def name(self) -> str:
     return f"{os.path.basename(os.path.normpath(self.workdir))} @ step {self.step}"
 
-  def figure_curves(self):
-    return figures.training_curves(self.metrics(), title=self.name)
+  def figure_curves(self, pixel_knn: Optional[float] = None):
+    """Loss, kNN and images/s against the step; the kNN panel's reference line is `pixel_knn`,
+    else the raw-pixel kNN of the workdir's eval.json (if `adcl.evaluate` wrote one)."""
+    if pixel_knn is None:
+      evaluated = paths.resolve(self.workdir) / "eval.json"
+      if evaluated.exists():
+        pixel_knn = json.loads(evaluated.read_text()).get("pixels_knn_top1")
+    return figures.training_curves(self.metrics(), title=self.name, pixel_knn=pixel_knn)
 
   def figure_adversarial(self, images: np.ndarray, seed: int = 0):
     """Clean first views, adversarial views and the perturbation, for uint8 images [n, ...]."""
@@ -159,10 +166,11 @@ class Run:
     return figures.embedding_projection(points, np.asarray(labels),
                                         title=f"{self.name}: {kind} (PCA)")
 
-  def write_figures(self, images: np.ndarray, labels: np.ndarray, num_adversarial: int = 8) -> list:
+  def write_figures(self, images: np.ndarray, labels: np.ndarray, num_adversarial: int = 8,
+                    pixel_knn: Optional[float] = None) -> list:
     """training_curves.png, adversarial_views.png and embedding_pca.png in workdir/figures/."""
     directory = paths.resolve(self.workdir) / "figures"
-    drawn = {"training_curves.png": self.figure_curves(),
+    drawn = {"training_curves.png": self.figure_curves(pixel_knn),
              "adversarial_views.png": self.figure_adversarial(images[:num_adversarial]),
              "embedding_pca.png": self.figure_embedding(images, labels)}
     return [figures.save(figure, directory / name) for name, figure in drawn.items()]

@@ -88,6 +88,20 @@ class Attack:
   pgd_step_size: Optional[np.ndarray] = None  # [C].
   pgd_random_start: bool = True
   clip: Optional[tuple] = None  # PGD: ([C], [C]) valid pixel range the iterates stay in.
+  # Share of the global batch that gets an adversarial view (1.0: every image, the paper).
+  fraction: float = 1.0
+
+
+def attacked_rows(x1: jax.Array, fraction: float) -> jax.Array:
+  """The rows of the first view that get an adversarial view: [round(fraction * N), ...].
+
+  The first rows of the global batch: the batch is already shuffled, and the global batch is
+  the same for every device and process count, so the choice is too. A fraction below 1
+  attacks (and trains the adversarial term on) a smaller batch, with its own negatives: the
+  attack's cost falls with it (adv.fraction, docs/method.md §6).
+  """
+  rows = int(round(fraction * x1.shape[0]))
+  return x1 if rows >= x1.shape[0] else x1[:rows]
 
 
 def repeat_bn_update(old, new, times: int, momentum: float = ADV_MOMENTUM):
@@ -141,7 +155,9 @@ def make_objective(forward, loss_fn: losses.LossFn, temperature: float, alpha: f
   """`objective(params, batch_stats, x1, x2, x_adv) -> (loss, (batch_stats, clean, adv))`.
 
   L(f(x1), f(x2)) + alpha * L(f(x1), f_adv(x_adv)), each view its own BN batch; x_adv None
-  gives the plain objective. Differentiated with respect to params by the step.
+  gives the plain objective. x_adv may hold only the first M rows of x1 (adv.fraction): the
+  adversarial term then pairs those M rows, each with the other M as its negatives.
+  Differentiated with respect to params by the step.
   """
 
   def objective(params, batch_stats, x1, x2, x_adv):
@@ -151,7 +167,8 @@ def make_objective(forward, loss_fn: losses.LossFn, temperature: float, alpha: f
     if x_adv is None:
       return clean, (batch_stats, clean, jnp.zeros_like(clean))
     z_adv, batch_stats = forward(params, batch_stats, x_adv, True)
-    adv_term = loss_fn(z1, z_adv, temperature)
+    anchor = z1 if x_adv.shape[0] == x1.shape[0] else z1[:x_adv.shape[0]]
+    adv_term = loss_fn(anchor, z_adv, temperature)
     return clean + alpha * adv_term, (batch_stats, clean, adv_term)
 
   return objective
@@ -175,8 +192,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
     x1, x2 = batch["view1"], batch["view2"]
     batch_stats, x_adv, gen_loss = state.batch_stats, None, jnp.zeros(())
     if attack is not None:
-      x_adv, gen_loss, batch_stats = adversarial_view(forward, state.params, batch_stats, x1,
-                                                      rng, attack, loss_fn, temperature)
+      x_adv, gen_loss, batch_stats = adversarial_view(
+          forward, state.params, batch_stats, attacked_rows(x1, attack.fraction), rng, attack,
+          loss_fn, temperature)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
     (loss, (batch_stats, clean, adv_term)), grads = grad_fn(
         state.params, batch_stats, x1, x2, x_adv)

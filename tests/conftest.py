@@ -26,11 +26,15 @@ COMPILATION_CACHE = {
 }
 for _key, _value in COMPILATION_CACHE.items():
   os.environ.setdefault(_key, _value)
+# Cached raw-pixel baselines (adcl.evaluation.pixels) of this run only, never the user's.
+os.environ.setdefault("ADCL_CACHE_DIR", os.path.join(tempfile.gettempdir(),
+                                                     f"adcl-test-cache-{_RUN_ID}"))
 
 
 def pytest_sessionfinish(session):
   if not hasattr(session.config, "workerinput"):  # The controller (or a run without xdist).
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+    shutil.rmtree(os.environ["ADCL_CACHE_DIR"], ignore_errors=True)
 
 
 from adcl import xla_cpu

@@ -165,6 +165,13 @@ def test_evaluate_cli_writes_eval_json_and_refuses_bad_input(runs, tmp_path):
     assert 0 <= report[key] <= 100, key
   assert report["test_images"] == 40 and report["step"] == 4
   assert report["robust_pgd20_eps8.00_top1"] <= 100
+  # The raw-pixel baseline at the run's input size, and the encoder's margin over it.
+  assert report["pixels_features"] == 8 * 8 * 1
+  for key, pixel_key in (("knn_top1_backbone", "pixels_knn_top1"),
+                         ("knn_top1_embedding", "pixels_knn_top1"),
+                         ("linear_top1", "pixels_linear_top1")):
+    assert 0 <= report[pixel_key] <= 100
+    assert report[f"{key}_minus_pixels"] == pytest.approx(report[key] - report[pixel_key])
   # The command and the in-process evaluation (what the fixture wrote) are the same numbers.
   assert report == json.load(open(os.path.join(runs["clae"], "eval.json")))
   # No library's warning wall (the linear probe once printed XLA's constant-folding warnings).

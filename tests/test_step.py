@@ -4,6 +4,7 @@ the baseline switch, which passes touch which BN statistics, one compilation."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -141,4 +142,86 @@ def test_shared_delta_in_the_step_perturbs_every_image_alike(config):
   assert not np.allclose(per_image[0], per_image[1])
   config.adv.method = "pgd"
   with pytest.raises(ValueError, match="adv.shared_delta"):
+    configs.validate(config, 1)
+
+
+def test_adversarial_fraction_attacks_and_trains_on_the_first_rows_only(config):
+  config.adv.fraction = 0.25  # 4 of the 16 images.
+  trainer, state = setup(config)
+  batch = batches(1)[0]
+  x1, x2 = jnp.asarray(batch["view1"]), jnp.asarray(batch["view2"])
+  attacked = step_lib.attacked_rows(x1, 0.25)
+  np.testing.assert_array_equal(attacked, x1[:4])
+  rng = jax.random.fold_in(state.rng, state.step)
+  x_adv, gen_loss, stats = generate(config, state, trainer.model, attacked, rng)
+  # The perturbed rows are the first four, each moved by eps.
+  assert x_adv.shape == (4, 8, 8, 3)
+  np.testing.assert_allclose(np.abs(np.asarray(x_adv - x1[:4])), 0.03, rtol=1e-5)
+  # The generation sees only those rows: changing a later row leaves it as it is.
+  changed_late = x1.at[10].add(1.0)
+  changed_early = x1.at[1].add(1.0)
+  late_loss = generate(config, state, trainer.model, step_lib.attacked_rows(changed_late, 0.25), rng)[1]
+  early_loss = generate(config, state, trainer.model, step_lib.attacked_rows(changed_early, 0.25), rng)[1]
+  assert float(late_loss) == float(gen_loss) and float(early_loss) != float(gen_loss)
+  # The adversarial term pairs the four rows' clean embeddings with their adversarial ones.
+  forward = step_lib.make_forward(trainer.model)
+  loss_fn, tau = losses.get(config.loss.name), config.loss.temperature
+  z1, after_clean = forward(state.params, stats, x1, False)
+  _, after_clean = forward(state.params, after_clean, x2, False)
+  z_adv, _ = forward(state.params, after_clean, x_adv, True)
+  expected_adv_term = loss_fn(z1[:4], z_adv, tau)
+  _, (_, _, adv_term) = step_lib.make_objective(forward, loss_fn, tau)(
+      state.params, stats, x1, x2, x_adv)
+  np.testing.assert_allclose(adv_term, expected_adv_term, rtol=1e-6)
+  # ... and the compiled step is exactly this composition.
+  _, metrics = trainer.train_step(state, jax.device_put(batch, trainer.data_sharding))
+  np.testing.assert_allclose(metrics["loss_gen"], gen_loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics["loss_adv"], adv_term, rtol=1e-5)
+
+
+def test_adversarial_fraction_one_is_the_full_step_bit_for_bit(config):
+  """Fraction 1.0 compiles the paper's step: the same numbers as the step written out with the
+  adversarial view of the whole batch."""
+  trainer, state = setup(config)
+  attack = build.attack(config, 3)
+  assert attack.fraction == 1.0
+  forward = step_lib.make_forward(trainer.model)
+  loss_fn, tau = losses.get(config.loss.name), config.loss.temperature
+  objective = step_lib.make_objective(forward, loss_fn, tau, attack.alpha)
+
+  @jax.jit
+  def full_batch_step(state, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    x_adv, _, stats = step_lib.adversarial_view(forward, state.params, state.batch_stats,
+                                                batch["view1"], rng, attack, loss_fn, tau)
+    (loss, (stats, _, _)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params, stats, batch["view1"], batch["view2"], x_adv)
+    updates, _ = trainer.tx.update(grads, state.opt_state, state.params)
+    return loss, optax.apply_updates(state.params, updates), stats
+
+  batch = jax.device_put(batches(1)[0], trainer.data_sharding)
+  expected = jax.device_get(full_batch_step(state, batch))
+  new_state, metrics = trainer.train_step(state, batch)
+  actual = jax.device_get((metrics["loss"], new_state.params, new_state.batch_stats))
+  for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_adversarial_fraction_step_on_4_devices_equals_1(config):
+  config.adv.fraction = 0.5
+  data = batches(2)
+  (params_1, stats_1, metrics_1), _ = run_steps(config, 1, data)
+  (params_4, stats_4, metrics_4), _ = run_steps(config, 4, data)
+  for a, b in zip(jax.tree.leaves((params_1, stats_1)), jax.tree.leaves((params_4, stats_4))):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  for key in ("loss", "loss_clean", "loss_adv", "loss_gen"):
+    np.testing.assert_allclose(metrics_1[key], metrics_4[key], rtol=1e-5)
+
+
+def test_adversarial_fraction_must_leave_a_negative(config):
+  config.adv.fraction = 1 / 16  # One image of 16: no negative for the adversarial term.
+  with pytest.raises(ValueError, match="config.adv.fraction"):
+    configs.validate(config, 1)
+  config.adv.fraction = 0.0
+  with pytest.raises(ValueError, match="config.adv.fraction: must be in"):
     configs.validate(config, 1)

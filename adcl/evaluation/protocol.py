@@ -2,7 +2,8 @@
 
 What `python -m adcl.evaluate` writes to eval.json, `adcl.inspect.Run.evaluate` returns and the
 study runner reports (docs/method.md §5): kNN on backbone and projector features, the linear
-probe, and the accuracy of encoder + probe under FGSM and PGD-20.
+probe, the same two on the raw input pixels (adcl.evaluation.pixels) with the encoder's margin
+over them, and the accuracy of encoder + probe under FGSM and PGD-20.
 """
 
 from typing import Callable, Optional
@@ -14,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from adcl import step as step_lib
 from adcl.data import normalize
-from adcl.evaluation import knn, linear, robust
+from adcl.evaluation import knn, linear, pixels, robust
 from adcl.evaluation.batched import batched_apply
 
 
@@ -43,7 +44,7 @@ def training_eps_pixels(config: ml_collections.ConfigDict, channels: int) -> flo
 
 def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: dict,
              robust_examples: int = 1000, robust_eps_pixels: tuple = (8 / 255,),
-             mesh: Optional[Mesh] = None) -> dict:
+             mesh: Optional[Mesh] = None, pixel_baseline: bool = True) -> dict:
   """The metrics of one encoder; writes nothing.
 
   Args:
@@ -53,8 +54,11 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
     robust_examples: test images attacked (FGSM and PGD-20 at the training eps and at each of
       `robust_eps_pixels`); 0 skips the attacks.
     mesh: devices the embedding runs on (default: all).
+    pixel_baseline: also report pixels_knn_top1 and pixels_linear_top1 (cached, see
+      adcl.evaluation.pixels) and each encoder figure's margin over them (*_minus_pixels).
   Returns:
-    {'step'-free metrics: knn_top1_backbone, knn_top1_embedding, linear_* and robust_*}.
+    {'step'-free metrics: knn_top1_backbone, knn_top1_embedding, linear_*, pixels_* and
+    robust_*}.
   """
   mesh = step_lib.data_mesh() if mesh is None else mesh
   (train_images, train_labels), (test_images, test_labels) = data["train"], data["test"]
@@ -71,6 +75,12 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
     result[f"knn_top1_{kind}"] = knn.knn_accuracy(train_f, train_labels, test_f, test_labels,
                                                   k, sigma)
   result.update(linear.linear_probe(train_h, train_labels, test_h, test_labels))
+  if pixel_baseline:
+    result.update(pixels.baseline(data, config.data, k, sigma))
+    for key, pixel_key in (("knn_top1_backbone", "pixels_knn_top1"),
+                           ("knn_top1_embedding", "pixels_knn_top1"),
+                           ("linear_top1", "pixels_linear_top1")):
+      result[f"{key}_minus_pixels"] = result[key] - result[pixel_key]
   if robust_examples <= 0:  # Robustness skipped (a study that only compares accuracy).
     return result
   result.update(_robustness(model, variables, config, (train_h, train_labels),

@@ -1,0 +1,85 @@
+"""The raw-pixel baseline: the evaluation protocol applied to the encoder's own input.
+
+A representation is worth its encoder only if it beats the pixels it was computed from, so
+every evaluation (docs/method.md §5) reports kNN and the linear probe on the un-augmented,
+normalised input pixels at the run's input size (exactly what the encoder sees at evaluation),
+flattened to [N, S*S*C], with the same k, sigma and probe selection as the encoder's features.
+
+The numbers depend only on the images and those settings, so they are computed once and cached
+as JSON, keyed by a hash of both, in `$ADCL_CACHE_DIR/pixel_baselines/` (default
+`~/.cache/adcl`): a study of twenty runs on one dataset pays for them once.
+"""
+
+import hashlib
+import json
+import os
+from typing import Optional
+
+import ml_collections
+import numpy as np
+
+from adcl import paths
+from adcl.data import normalize
+from adcl.evaluation import knn, linear
+
+# Bump when the protocol below changes, so old cache entries are not read.
+PROTOCOL_VERSION = 1
+
+
+def pixel_features(images: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
+  """uint8 [N, H, W, C] -> the encoder's evaluation input, flattened: float32 [N, S*S*C]."""
+  x = normalize.eval_images(images, data_config)
+  return x.reshape(len(x), -1)
+
+
+def cache_dir() -> str:
+  """Where cached baselines live: $ADCL_CACHE_DIR, else ~/.cache/adcl."""
+  return os.environ.get("ADCL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                           "adcl")
+
+
+def cache_key(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: float) -> str:
+  """Hash of the images, labels and every setting the baseline depends on."""
+  digest = hashlib.sha256()
+  settings = {"version": PROTOCOL_VERSION, "image_size": int(data_config.image_size),
+              "mean": [float(v) for v in data_config.mean],
+              "std": [float(v) for v in data_config.std], "k": int(k), "sigma": float(sigma)}
+  digest.update(json.dumps(settings, sort_keys=True).encode())
+  for split in ("train", "test"):
+    for array in data[split]:
+      array = np.ascontiguousarray(array)
+      digest.update(f"{split}{array.shape}{array.dtype}".encode())
+      digest.update(array.data)
+  return digest.hexdigest()[:24]
+
+
+def compute(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: float) -> dict:
+  """{'pixels_knn_top1', 'pixels_linear_top1'} (percent) on `data` = {'train': (images, labels),
+  'test': (images, labels)}, uint8 [N, H, W, C] and [N]. No cache."""
+  (train_images, train_labels), (test_images, test_labels) = data["train"], data["test"]
+  train_x = pixel_features(train_images, data_config)
+  test_x = pixel_features(test_images, data_config)
+  probe = linear.linear_probe(train_x, train_labels, test_x, test_labels)
+  return {"pixels_knn_top1": knn.knn_accuracy(train_x, train_labels, test_x, test_labels, k,
+                                              sigma),
+          "pixels_linear_top1": probe["linear_top1"],
+          "pixels_features": int(train_x.shape[1])}
+
+
+def baseline(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: float,
+             directory: Optional[str] = None) -> dict:
+  """`compute`, read from the cache when this (data, settings) pair was computed before; a
+  new result is written to the cache (atomically: concurrent runs write the same file)."""
+  path = paths.resolve(directory or cache_dir()) / "pixel_baselines" / (
+      cache_key(data, data_config, k, sigma) + ".json")
+  if path.exists():
+    try:
+      return json.loads(path.read_text())
+    except ValueError:  # A damaged entry is recomputed and replaced.
+      pass
+  result = compute(data, data_config, k, sigma)
+  try:
+    paths.write_atomic(path, json.dumps(result))
+  except OSError:  # A read-only home or a full disk costs the cache, not the evaluation.
+    pass
+  return result
