@@ -16,6 +16,7 @@ model takes its convolution function, chosen here from `model.conv_impl` (adcl.m
 """
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
 import jax
@@ -25,8 +26,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from adcl import checkpoints, losses, optim, paths, step as step_lib
-from adcl.data import normalize
+from adcl import checkpoints, errors, losses, optim, paths, step as step_lib
+from adcl.data import normalize, views as data_views
 from adcl.models import ContrastiveModel
 from adcl.models.conv import conv_function
 
@@ -70,6 +71,7 @@ class Trainer:
   seed: int
   train_step: Callable  # Jitted, state donated: (TrainState, batch) -> (TrainState, metrics).
   features: str  # What embed_fn() returns by default: 'embedding' or 'backbone'.
+  views_on: str = "host"  # 'host': batches of views; 'device': uint8 images (views_on()).
   _embed_fns: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
@@ -109,11 +111,37 @@ def trainer(config: ml_collections.ConfigDict, image_shape: tuple, steps_per_epo
   mesh = step_lib.data_mesh() if mesh is None else mesh
   built = model(config.model)
   tx = optim.make_optimizer(config, steps_per_epoch, total_steps)
+  where = views_on(config)
   train_step = step_lib.make_train_step(
       built, tx, mesh, losses.get(config.loss.name), float(config.loss.temperature),
-      attack(config, image_shape[-1]))
+      attack(config, image_shape[-1]),
+      device_views(config, image_shape[-1]) if where == "device" else None)
   return Trainer(built, tx, mesh, tuple(image_shape), int(config.seed), train_step,
-                 config.eval.features)
+                 config.eval.features, where)
+
+
+def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> str:
+  """Where the training views are drawn: 'host' (tf.data, adcl/data/augment.py) or 'device'
+  (jax, in the compiled step, adcl/data/views.py). data.views_on 'auto' picks by backend:
+  the device on GPU and TPU, where host CPUs cannot keep up with the step; the host on CPU,
+  where tf.data's threads overlap with the step (the README gives the measurements), unless
+  TensorFlow is not installed."""
+  choice = config.data.get("views_on", "auto")
+  if choice != "auto":
+    return choice
+  if (backend or jax.default_backend()) != "cpu":
+    return "device"
+  try:
+    errors.import_tensorflow("host views")
+  except errors.MissingDependency:
+    return "device"
+  return "host"
+
+
+def device_views(config: ml_collections.ConfigDict, channels: int) -> Callable:
+  """`views(images, key) -> (view1, view2)` of config.data, for the compiled step."""
+  mean, std = normalize.normalization(config.data, channels)
+  return functools.partial(data_views.two_views, data_config=config.data, mean=mean, std=std)
 
 
 @dataclasses.dataclass

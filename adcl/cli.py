@@ -24,7 +24,7 @@ from typing import Callable
 
 from adcl import errors, xla_cpu
 
-EXPECTED = (ValueError, OSError, errors.NonFiniteLoss)
+EXPECTED = (ValueError, OSError, errors.NonFiniteLoss, errors.MissingDependency)
 
 
 class QuietLibraries(pylogging.Filter):

@@ -69,6 +69,9 @@ def base() -> ml_collections.ConfigDict:
   c.data.mean = NORMALIZATION["cifar10"][0]  # Per-channel normalisation, in [0, 1] units.
   c.data.std = NORMALIZATION["cifar10"][1]
   c.data.views = ml_collections.ConfigDict(VIEW_RECIPES["uel"])  # Two-view augmentation.
+  # Where the views are drawn: 'host' (tf.data on the CPU), 'device' (jax, inside the compiled
+  # step; the host only copies uint8 images), or 'auto': device on GPU/TPU, host on CPU.
+  c.data.views_on = "auto"
 
   c.model = ml_collections.ConfigDict()
   c.model.architecture = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet_small.
@@ -209,6 +212,7 @@ DOMAINS = {
     "data.load_size": _NON_NEGATIVE_INT,
     "data.val_fraction": ("in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     "data.image_size": _POSITIVE_INT,
+    "data.views_on": _one_of("auto", "host", "device"),
     "data.views.jitter_prob": _PROBABILITY,
     "data.views.gray_prob": _PROBABILITY,
     "data.views.blur_prob": _PROBABILITY,
@@ -313,6 +317,8 @@ def validate_dataset_name(config: ml_collections.ConfigDict) -> None:
   """Unknown TFDS names fail here, before any download or compilation."""
   if config.data.source != "tfds":
     return
+  from adcl import errors
+  errors.import_tensorflow("data.source='tfds'")
   import tensorflow_datasets as tfds  # Heavy import, only where needed.
   name = config.data.name.split(":")[0].split("/")[0]
   if name not in tfds.list_builders():

@@ -3,6 +3,8 @@
 Any ValueError or OSError is one too: a bad config value, a missing file. These are the rest.
 """
 
+import importlib
+
 
 class UsageError(Exception):
   """The command line itself is wrong (missing or unexpected arguments): exit code 2."""
@@ -18,3 +20,22 @@ class Stopped(RuntimeError):
   def __init__(self, message: str, signal_name: str):
     super().__init__(message)
     self.exit_code = 143 if signal_name == "SIGTERM" else 130  # 128 + the signal's number.
+
+
+class MissingDependency(ImportError):
+  """An optional package a config asks for is not installed (TensorFlow for TFDS or host views)."""
+
+
+def import_tensorflow(purpose: str):
+  """`import tensorflow`, or MissingDependency naming `purpose` and the way around it.
+
+  TensorFlow feeds only TFDS sources and the host views (data.views_on 'host'): a host without
+  it (a managed GPU image) trains on IDX, NPZ and folder sources with device views.
+  """
+  try:
+    return importlib.import_module("tensorflow")
+  except ImportError:
+    raise MissingDependency(
+        f"{purpose} needs TensorFlow, which is not installed here: pip install tensorflow-cpu "
+        "tensorflow-datasets, or use data.source idx/npz/folder with data.views_on=device"
+    ) from None

@@ -196,3 +196,27 @@ def study_sweep(key: str, rows: Sequence[dict], metrics: Sequence[str], labels: 
   if title:
     figure.suptitle(title)
   return figure
+
+
+def study_cost(points: Sequence[dict], metrics: Sequence[str], labels: dict,
+               title: str = "") -> Figure:
+  """One panel per metric: each setting's paired difference to its baseline (mean and 95%
+  interval over seeds) against its cost, train wall time relative to the baseline.
+
+  points: {'setting': name, 'cost': ratio, metric: (mean, half-width, n)} per setting.
+  """
+  figure = Figure(figsize=(4.2 * len(metrics), 3.8), layout="constrained")
+  axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+  for ax, metric in zip(axes, metrics):
+    for point in points:
+      mean, half, n = point[metric]
+      ax.errorbar([point["cost"]], [mean], yerr=[[0 if np.isnan(half) else half]] * 2,
+                  marker="o" if n > 1 else "x", capsize=3)
+      ax.annotate(f"{point['setting']} ({n})", (point["cost"], mean), fontsize=7,
+                  xytext=(4, 4), textcoords="offset points")
+    ax.axhline(0, color="grey", lw=1, ls="--")
+    ax.set(xlabel="train wall time / baseline's", ylabel="Δ top-1 (pp)",
+           title=f"{labels[metric]}: − baseline")
+  if title:
+    figure.suptitle(title)
+  return figure

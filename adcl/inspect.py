@@ -96,21 +96,20 @@ class Run:
   def adversarial_views(self, images: np.ndarray, seed: int = 0):
     """The training step's first view of each image and its adversarial view, in pixels.
 
-    images: uint8 [n, H, W, C]. The views are drawn by the training augmentation (seeded),
-    the attack is the config's (adv.*, with the adversarial BN in training mode, exactly as in
-    the step), also for a baseline run, which trained without it.
+    images: uint8 [n, H, W, C]. The views are drawn by the training augmentation (the jax one
+    of adcl/data/views.py, seeded), the attack is the config's (adv.*, with the adversarial BN
+    in training mode, exactly as in the step), also for a baseline run, which trained without
+    it. No TensorFlow.
     Returns (view1, x_adv): float32 [n, S, S, C] in [0, 1].
     """
-    import tensorflow as tf
-    from adcl.data import augment
+    from adcl.data import views
 
     images = np.asarray(images)
     images = images[..., None] if images.ndim == 3 else images
     channels = images.shape[-1]
     mean, std = normalize.normalization(self.config.data, channels)
-    view1, _ = augment.two_views(tf.constant(images), tf.constant([seed, 0], tf.int32),
-                                 self.config.data, mean, std)
-    x1 = jnp.asarray(view1.numpy())
+    x1, _ = views.two_views(jnp.asarray(images), jax.random.PRNGKey(seed), self.config.data,
+                            mean, std)
     x_adv = self._attack(x1, jax.random.PRNGKey(seed), channels)
     to_pixels = lambda x: np.asarray(x) * std + mean
     return to_pixels(x1), to_pixels(x_adv)

@@ -174,14 +174,23 @@ def make_objective(forward, loss_fn: losses.LossFn, temperature: float, alpha: f
   return objective
 
 
+# The view key of a step is fold_in(the step's key, VIEW_STREAM): the attack keeps the step's
+# key itself, as before device views existed.
+VIEW_STREAM = 1
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
-                    loss_fn: losses.LossFn, temperature: float, attack: Optional[Attack]
+                    loss_fn: losses.LossFn, temperature: float, attack: Optional[Attack],
+                    views: Optional[Callable] = None
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The jitted `train_step(state, batch) -> (state, metrics)`, state donated.
 
   loss_fn, temperature: the contrastive loss (adcl.losses) and its tau.
   attack: the adversarial view and its weight; None trains the plain baseline.
-  batch: {'view1', 'view2'}: [N, H, W, C] float32 normalised, sharded on `data`.
+  views: None: batch is {'view1', 'view2'}, [N, S, S, C] float32 normalised views drawn on
+    the host. Else `views(images, key) -> (view1, view2)` (adcl.data.views.two_views) draws
+    them here, and batch is {'images'}: the global batch's uint8 [N, H, W, C] images.
+    Either way the batch is sharded on `data`.
   metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
   """
   forward = make_forward(model)
@@ -189,7 +198,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    x1, x2 = batch["view1"], batch["view2"]
+    if views is None:
+      x1, x2 = batch["view1"], batch["view2"]
+    else:
+      x1, x2 = views(batch["images"], jax.random.fold_in(rng, VIEW_STREAM))
     batch_stats, x_adv, gen_loss = state.batch_stats, None, jnp.zeros(())
     if attack is not None:
       x_adv, gen_loss, batch_stats = adversarial_view(

@@ -42,6 +42,8 @@ from adcl import cli, compare, errors, figures, paths
 METRICS = ("knn_top1_backbone", "knn_top1_embedding", "linear_top1")
 METRIC_LABELS = {"knn_top1_backbone": "kNN (backbone)", "knn_top1_embedding": "kNN (projector)",
                  "linear_top1": "linear probe"}
+# Metrics whose margin over the raw pixels (eval.json's METRIC_minus_pixels) the report shows.
+PIXEL_MARGINS = ("knn_top1_backbone", "linear_top1")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -239,9 +241,44 @@ def _pm(stats, digits: int = 2) -> str:
 
 def paired_difference(runs: dict, setting: str, baseline: str, key: str):
   """mean/std/n of setting - baseline over the seeds both have finished (paired by seed)."""
+  return mean_std(_paired_values(runs, setting, baseline, key))
+
+
+def _paired_values(runs: dict, setting: str, baseline: str, key: str) -> list:
   ours, theirs = runs.get(setting, {}), runs.get(baseline, {})
-  seeds = sorted(set(ours) & set(theirs))
-  return mean_std([ours[s][key] - theirs[s][key] for s in seeds])
+  return [ours[s][key] - theirs[s][key] for s in sorted(set(ours) & set(theirs))]
+
+
+def paired_interval(differences: Sequence[float], confidence: float = 0.95):
+  """(mean, half-width, n) of the paired t interval of the mean difference over seeds:
+  mean ± t(confidence, n - 1) * std / sqrt(n). Half-width nan below 2 seeds."""
+  from scipy import stats
+
+  mean, std, n = mean_std(differences)
+  if n < 2:
+    return mean, float("nan"), n
+  return mean, float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n)), n
+
+
+def verdict(interval) -> str:
+  """'gain' / 'loss' when the 95% interval excludes 0, else 'within noise' ('1 seed' alone)."""
+  mean, half, n = interval
+  if n < 2 or not np.isfinite(half):
+    return f"{n} seed" if n else "–"
+  return "gain" if mean - half > 0 else "loss" if mean + half < 0 else "within noise"
+
+
+def _interval_text(interval) -> str:
+  mean, half, n = interval
+  if n == 0:
+    return "–"
+  return f"{mean:+.2f}" if n < 2 else f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+
+
+def sampling_noise(accuracy: float, test_images: int) -> float:
+  """Binomial std (percentage points) of one accuracy measured on `test_images` images."""
+  p = accuracy / 100
+  return 100 * float(np.sqrt(p * (1 - p) / test_images))
 
 
 def aggregate(spec, summaries: Sequence[dict]) -> dict:
@@ -282,25 +319,35 @@ def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dic
            + ("" if len(summaries) == total else " The grid is not finished; rerun the command "
               "to resume it."), ""]
   lines += ["## Settings (mean ± std over seeds)", "",
+            "The encoder's margin over the raw pixels of its input (same protocol) is "
+            "`− pixels`; a representation that does not beat its input has a negative one.", "",
             "| setting | overrides | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS)
-            + " | train wall time (s) | images/s |", "|" + "---|" * (len(METRICS) + 5)]
+            + " | " + " | ".join(f"{METRIC_LABELS[m]} − pixels" for m in PIXEL_MARGINS)
+            + " | train wall time (s) | images/s |",
+            "|" + "---|" * (len(METRICS) + len(PIXEL_MARGINS) + 5)]
   for name, setting in spec.settings.items():
     done = runs[name]
     cells = [_pm(mean_std([r[m] for r in done.values()])) for m in METRICS]
+    cells += [_pm(mean_std([r[f"{m}_minus_pixels"] for r in done.values()
+                            if f"{m}_minus_pixels" in r])) for m in PIXEL_MARGINS]
     lines.append(f"| {name} | {_overrides_text(setting)} | {len(done)} | " + " | ".join(cells)
                  + f" | {_pm(mean_std([r['train_seconds'] for r in done.values()]), 0)}"
                  + f" | {_pm(mean_std([r.get('images_per_s', np.nan) for r in done.values()]), 0)} |")
+  lines += ["", *_pixel_lines(summaries)]
   paired = [(n, s.baseline) for n, s in spec.settings.items() if s.get("baseline")]
   if paired:
     lines += ["", "## Against the baseline (paired by seed: setting − baseline)", "",
+              "Mean difference over the seeds both settings finished, with its 95% interval "
+              "(paired t over seeds); a gain or a loss only where the interval excludes 0.", "",
               "| setting | baseline | paired seeds | " + " | ".join(f"Δ {METRIC_LABELS[m]}"
                                                           for m in METRICS)
               + " | train wall time ratio |", "|" + "---|" * (len(METRICS) + 4)]
     for name, baseline in paired:
-      diffs = [paired_difference(runs, name, baseline, m) for m in METRICS]
+      intervals = [paired_interval(_paired_values(runs, name, baseline, m)) for m in METRICS]
       ratio = _time_ratio(runs, name, baseline)
-      lines.append(f"| {name} | {baseline} | {diffs[0][2]} | "
-                   + " | ".join(_pm(d, 2).replace("nan", "–") for d in diffs)
+      lines.append(f"| {name} | {baseline} | {intervals[0][2]} | "
+                   + " | ".join(f"{_interval_text(i)} ({verdict(i)})" if i[2] else "–"
+                                for i in intervals)
                    + f" | {ratio} |")
   for sweep_name, sweep in (spec.get("sweeps") or {}).items():
     lines += ["", f"## Sweep: {sweep_name} ({sweep.key})", "",
@@ -319,17 +366,46 @@ def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dic
                    + " | ".join(f"{r[m]:.2f}" for m in METRICS)
                    + f" | {r['train_seconds']:.0f}{note} | {r['eval_seconds']:.0f} | "
                    + f"{r.get('images_per_s', float('nan')):.0f} |")
-  lines += ["", "Figures: `figures/settings.png`" + "".join(
-      f", `figures/sweep_{n}.png`" for n in (spec.get("sweeps") or {})) + ".", ""]
+  lines += ["", "Figures: `figures/settings.png`" + (", `figures/cost.png`" if paired else "")
+            + "".join(f", `figures/sweep_{n}.png`" for n in (spec.get("sweeps") or {})) + ".",
+            ""]
   return "\n".join(lines)
 
 
-def _time_ratio(runs, name, baseline) -> str:
+def _pixel_lines(summaries: Sequence[dict]) -> list:
+  """The raw-pixel baselines of the runs (one per input size) and the test-set noise."""
+  lines, seen = [], set()
+  for s in summaries:
+    if "pixels_knn_top1" not in s:
+      continue
+    key = (s["pixels_features"], s["pixels_knn_top1"], s["pixels_linear_top1"])
+    if key not in seen:
+      seen.add(key)
+      lines.append(f"Raw pixels ({s['pixels_features']} features, the runs' normalised input): "
+                   f"kNN {s['pixels_knn_top1']:.2f}%, linear probe {s['pixels_linear_top1']:.2f}%.")
+  test_images = [s["test_images"] for s in summaries if "test_images" in s]
+  if test_images:
+    accuracy = float(np.mean([s["linear_top1"] for s in summaries]))
+    lines.append(
+        f"Test-set sampling noise: an accuracy near {accuracy:.1f}% measured on "
+        f"{test_images[0]:,} test images has a binomial std of "
+        f"{sampling_noise(accuracy, test_images[0]):.2f} points; the seed-to-seed spread "
+        "above includes it.")
+  return [part for line in lines for part in (line, "")]
+
+
+def time_ratio(runs, name, baseline) -> float:
+  """Mean train wall time of `name` over that of `baseline` (nan if either has no run)."""
   ours = [r["train_seconds"] for r in runs.get(name, {}).values()]
   theirs = [r["train_seconds"] for r in runs.get(baseline, {}).values()]
   if not ours or not theirs:
-    return "–"
-  return f"{np.mean(ours) / np.mean(theirs):.2f}x"
+    return float("nan")
+  return float(np.mean(ours) / np.mean(theirs))
+
+
+def _time_ratio(runs, name, baseline) -> str:
+  ratio = time_ratio(runs, name, baseline)
+  return "–" if np.isnan(ratio) else f"{ratio:.2f}x"
 
 
 def sweep_rows(spec, planned, runs, sweep) -> list:
@@ -361,6 +437,14 @@ def write_report(spec, planned, workdir: str, command: str, title: str) -> list:
   seconds = [[r["train_seconds"] for r in runs[n].values()] for n in names]
   written.append(figures.save(figures.study_settings(names, values, seconds, title),
                               directory / "figures" / "settings.png"))
+  paired = [(n, s.baseline) for n, s in spec.settings.items() if s.get("baseline")]
+  points = [{"setting": n, "cost": time_ratio(runs, n, b),
+             **{m: paired_interval(_paired_values(runs, n, b, m)) for m in METRICS}}
+            for n, b in paired if runs[n] and runs[b]]
+  if points:
+    written.append(figures.save(
+        figures.study_cost(points, METRICS, METRIC_LABELS, f"{title}: gain against cost"),
+        directory / "figures" / "cost.png"))
   for sweep_name, sweep in (spec.get("sweeps") or {}).items():
     rows = [r for r in sweep_rows(spec, planned, runs, sweep) if r["n"]]
     if rows:

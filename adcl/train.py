@@ -35,6 +35,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ---- Checks that need nothing built: fail in a second, before any compilation.
   configs.validate(config, jax.device_count(), jax.process_count())
   configs.validate_dataset_name(config)
+  if build.views_on(config) == "host":
+    errors.import_tensorflow("data.views_on='host' (tf.data views)")
   with WorkdirLock(workdir, enabled=jax.process_index() == 0):  # One run per workdir.
     return _train(config, workdir)
 
@@ -46,7 +48,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.check_compatible(config)
 
   # ---- Data (host memory) and everything the config builds.
-  pipeline.keep_tensorflow_on_host()
+  if build.views_on(config) == "host" or config.data.source == "tfds":
+    pipeline.keep_tensorflow_on_host()
   train_images, train_labels = sources.load(config.data, "train")
   test_images, test_labels = sources.load(config.data, "test")
   per_epoch = pipeline.steps_per_epoch(len(train_images), config.train.batch_size)
@@ -64,13 +67,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   eval_data = ((normalize.eval_images(train_images, config.data), train_labels),
                (normalize.eval_images(test_images, config.data), test_labels))
-  batches = pipeline.train_batches(train_images, config, start_step, num_steps,
-                                   jax.process_index(), jax.process_count())
+  batch_source = (pipeline.train_images if trainer.views_on == "device"
+                  else pipeline.train_batches)
+  batches = batch_source(train_images, config, start_step, num_steps, jax.process_index(),
+                         jax.process_count())
   monitor = Monitor(workdir, num_steps, config.train.batch_size, start_step,
                     jax.process_index() == 0)
-  logging.info("Training %s on %s: %d steps (%d per epoch) from step %d on %d devices",
-               config.model.architecture, config.data.name, num_steps, per_epoch, start_step,
-               jax.device_count())
+  logging.info("Training %s on %s: %d steps (%d per epoch) from step %d on %d devices, views "
+               "drawn on the %s", config.model.architecture, config.data.name, num_steps,
+               per_epoch, start_step, jax.device_count(), trainer.views_on)
 
   # ---- The loop: the only host syncs are at log, eval and checkpoint steps.
   stop = distributed.StopSignal()

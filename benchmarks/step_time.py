@@ -2,13 +2,16 @@
 
     python benchmarks/step_time.py --model resnet18 --image-size 32 --channels 3 --batch 64
     python benchmarks/step_time.py --model quickstart
+    python benchmarks/step_time.py --model quickstart --fractions 0.5,0.25   # adv.fraction
 
 Random inputs (the step's cost does not depend on pixel values); each variant is compiled,
 warmed up, then timed over --steps steps, alternating plain and CLAE rounds so that machine
 noise hits both alike. An image is one source image (one pair of views). The last line printed
 is one JSON object: plain_images_per_s, clae_images_per_s, clae_over_plain_time, compile_s,
 the step's GFLOP (XLA's cost analysis), the measured matmul peak (benchmarks/peak.py) and the
-MFU = GFLOP/s achieved / peak.
+MFU = GFLOP/s achieved / peak. With --fractions, CLAE is also timed with adv.fraction at each
+value (the attack on that share of the batch): clae_fraction_F_images_per_s and
+clae_fraction_F_over_plain_time.
 """
 
 import argparse
@@ -43,13 +46,15 @@ def build_config(args):
   c.train.batch_size = args.batch
   c.model.dtype = args.dtype
   c.model.conv_impl = args.conv_impl
+  c.data.views_on = args.views
   return c
 
 
-def time_variant(config, adv_enabled, channels, mesh, batch):
+def time_variant(config, adv_enabled, channels, mesh, batch, fraction=1.0):
   """Returns (compile seconds, a function that times n steps and returns seconds)."""
   config = config.copy_and_resolve_references()
   config.adv.enabled = adv_enabled
+  config.adv.fraction = fraction
   shape = (config.data.image_size, config.data.image_size, channels)
   trainer = build.trainer(config, shape, steps_per_epoch=1000, total_steps=100000, mesh=mesh)
   state = trainer.init_state()
@@ -89,6 +94,11 @@ def parse_model_arguments(description: str):
                       help="model.conv_impl: the convolution backward (adcl.models.conv): "
                       "auto, xla or batch_minor; comma-separated to time several "
                       "side by side (step_time.py)")
+  parser.add_argument("--views", default="host", choices=["host", "device"],
+                      help="host: the step gets ready views (the step alone); device: it gets "
+                      "uint8 images and draws the views itself (adcl/data/views.py)")
+  parser.add_argument("--fractions", default="",
+                      help="comma-separated adv.fraction values below 1 to time CLAE at too")
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=2)
   args = parser.parse_args()
@@ -108,13 +118,18 @@ def main():
   mesh = step_lib.data_mesh()
   rng = np.random.default_rng(0)
   shape = (args.batch, args.image_size, args.image_size, args.channels)
-  batch = jax.device_put({k: jnp.asarray(rng.normal(size=shape), jnp.float32)
-                          for k in ("view1", "view2")}, NamedSharding(mesh, P("data")))
+  if args.views == "device":  # Source images at the crop size, as CIFAR's 32 px.
+    batch = {"images": rng.integers(0, 256, shape, dtype=np.uint8)}
+  else:
+    batch = {k: rng.normal(size=shape).astype(np.float32) for k in ("view1", "view2")}
+  batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
+  variants = [("plain", False, 1.0), ("clae", True, 1.0)] + [
+      (f"clae_fraction_{f}", True, float(f)) for f in args.fractions.split(",") if f]
   runs, compile_s = {}, {}
   for impl, config in configs_by_impl.items():
-    for name, adv in (("plain", False), ("clae", True)):
+    for name, adv, fraction in variants:
       compile_s[impl, name], runs[impl, name] = time_variant(config, adv, args.channels, mesh,
-                                                             batch)
+                                                             batch, fraction)
   seconds = {key: 0.0 for key in runs}
   for round_index in range(args.rounds):
     for key, run in runs.items():  # Alternating, so that machine noise hits all alike.
@@ -124,10 +139,11 @@ def main():
   steps = args.steps * args.rounds
   import peak  # benchmarks/peak.py
   peak_gflops = peak.measure(dtype=args.dtype)
+  names = [name for name, _, _ in variants]
   results = [result_of(args, configs_by_impl[impl], impl, steps, peak_gflops,
-                       {k: seconds[impl, k] for k in ("plain", "clae")},
-                       {k: runs[impl, k].flops / 1e9 for k in ("plain", "clae")},
-                       {k: compile_s[impl, k] for k in ("plain", "clae")}) for impl in impls]
+                       {k: seconds[impl, k] for k in names},
+                       {k: runs[impl, k].flops / 1e9 for k in names},
+                       {k: compile_s[impl, k] for k in names}) for impl in impls]
   for result in results:  # One line per --conv-impl value.
     print(json.dumps(result))
 
@@ -135,8 +151,15 @@ def main():
 def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compile_s):
   """The JSON record of one conv_impl: images/s, CLAE/plain time, compile time, FLOPs, MFU."""
   mfu = {k: step_gflop[k] * steps / seconds[k] / peak_gflops for k in seconds}
+  fractions = {}
+  for name in seconds:
+    if name.startswith("clae_fraction_"):
+      fractions[f"{name}_images_per_s"] = round(steps * args.batch / seconds[name], 2)
+      fractions[f"{name}_over_plain_time"] = round(seconds[name] / seconds["plain"], 3)
+      fractions[f"{name}_gflop_per_step"] = round(step_gflop[name], 4)
   return {
-      "model": args.model, "width": config.model.width,
+      "model": args.model, "width": config.model.width, "views": args.views,
+      "dtype": args.dtype,
       "conv_impl": impl, "image_size": args.image_size,
       "channels": args.channels, "batch": args.batch, "loss": config.loss.name,
       "devices": jax.device_count(), "platform": jax.devices()[0].platform,
@@ -151,6 +174,7 @@ def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compi
       "clae_gflop_per_step": round(step_gflop["clae"], 4),
       "peak_gflop_per_s": round(peak_gflops, 1),
       "plain_mfu": round(mfu["plain"], 4), "clae_mfu": round(mfu["clae"], 4),
+      **fractions,
   }
 
 

@@ -39,7 +39,14 @@ local = np.full((4, 3), float(process_id), np.float32)
 global_batch = jax.make_array_from_process_local_data(sharding, local)
 gathered = multihost_utils.process_allgather(global_batch, tiled=True)
 
+# Device views (adcl/data/views.py) of a global batch whose rows come from both processes.
+from test_views import VIEW_IMAGES, draw_views  # noqa: E402  (after jax.distributed)
+
+rows = slice(process_id * 4, process_id * 4 + 4)
+view_images = jax.make_array_from_process_local_data(sharding, VIEW_IMAGES[rows])
+views = multihost_utils.process_allgather(draw_views(view_images, sharding), tiled=True)
+
 with open(result_path, "w") as f:
   json.dump({"process_count": jax.process_count(), "device_count": jax.device_count(),
              "image_ids": features[:, 0].tolist(), "global_shape": list(global_batch.shape),
-             "rows_by_process": gathered[:, 0].tolist()}, f)
+             "rows_by_process": gathered[:, 0].tolist(), "views": np.asarray(views).tolist()}, f)

@@ -18,12 +18,17 @@ def run_benchmark(script, *extra):
 
 
 def test_step_time_times_several_conv_impls_side_by_side():
-  stdout, last = run_benchmark("step_time.py", "--conv-impl", "xla,batch_minor")
+  stdout, last = run_benchmark("step_time.py", "--conv-impl", "xla,batch_minor",
+                               "--fractions", "0.5")
   xla, batch_minor = (json.loads(line) for line in stdout.strip().splitlines()[-2:])
   assert (xla["conv_impl"], batch_minor["conv_impl"]) == ("xla", "batch_minor") and last == batch_minor
   for result in (xla, batch_minor):
     assert result["plain_images_per_s"] > 0 and result["clae_images_per_s"] > 0
     assert result["clae_gflop_per_step"] > result["plain_gflop_per_step"] > 0
+    # adv.fraction 0.5 attacks half the batch: a step between the plain and the full CLAE one.
+    assert result["clae_fraction_0.5_images_per_s"] > 0
+    assert (result["plain_gflop_per_step"] < result["clae_fraction_0.5_gflop_per_step"]
+            < result["clae_gflop_per_step"])
   # batch_minor's identity matmuls are real work, and XLA's cost analysis counts them.
   assert batch_minor["plain_gflop_per_step"] > xla["plain_gflop_per_step"]
 

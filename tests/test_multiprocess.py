@@ -13,6 +13,7 @@ import pytest
 
 from adcl import checkpoints, configs
 from conftest import cli_env, write_config
+from test_views import ROUNDING, VIEW_IMAGES, draw_views
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,6 +41,9 @@ def test_two_processes_cover_eval_exactly_once_and_build_global_batches(tmp_path
     # Global batch of 8 rows: process 0's 4 rows, then process 1's.
     assert result["global_shape"] == [8, 3]
     assert result["rows_by_process"] == [0.0] * 4 + [1.0] * 4
+    # The device views of a global batch split over 2 processes: those of one process.
+    np.testing.assert_allclose(np.asarray(result["views"], np.float32),
+                               np.asarray(draw_views(VIEW_IMAGES)), rtol=0, atol=ROUNDING)
 
 
 def read_metrics(workdir):

@@ -110,7 +110,11 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert "| clae | baseline | 2 |" in report  # Paired over both seeds.
   assert report.count("| baseline | 0 | 4 |") == 1 and "| clae | 1 | 4 |" in report
   assert "(resumed; killed segment not timed)" in report
-  for name in ("settings.png", "sweep_eps.png"):
+  assert "Raw pixels (64 features, the runs' normalised input): kNN " in report
+  assert "Test-set sampling noise: an accuracy near" in report
+  clae_row = next(l for l in report.splitlines() if l.startswith("| clae | baseline | 2 |"))
+  assert clae_row.count("[") == 3  # Each metric's 95% interval over the 2 paired seeds.
+  for name in ("settings.png", "sweep_eps.png", "cost.png"):
     assert (workdir / "figures" / name).stat().st_size > 5000
 
   # A changed spec does not silently continue the runs made with the old one.
@@ -161,3 +165,15 @@ def test_fashion_mnist_study_spec_is_the_issue_grid(tmp_path):
   assert config["clae_shared"].adv.shared_delta and not config["clae"].adv.shared_delta
   assert not config["simclr"].adv.enabled and config["clae_w32"].adv.enabled
   assert spec.settings.clae_w32.baseline == "simclr_w32"
+
+
+def test_paired_interval_is_the_paired_t_interval():
+  mean, half, n = study.paired_interval([1.0, 2.0, 3.0])
+  # mean 2, sample std 1, t(0.975, 2 dof) = 4.3027.
+  assert (mean, n) == (2.0, 3) and half == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-4)
+  assert study.verdict((mean, half, n)) == "within noise"
+  assert study.verdict(study.paired_interval([1.0, 1.2, 0.9])) == "gain"
+  assert study.verdict(study.paired_interval([-1.0, -1.2, -0.9])) == "loss"
+  assert study.verdict(study.paired_interval([0.5])) == "1 seed"
+  # One accuracy of 85% on 10,000 images: a binomial std of 0.357 points.
+  assert study.sampling_noise(85.0, 10_000) == pytest.approx(0.3571, rel=1e-3)

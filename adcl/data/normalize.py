@@ -1,5 +1,5 @@
 """uint8 pixels -> the encoder's input: per-channel normalisation, and the un-augmented
-evaluation images. No TensorFlow unless an evaluation image must be resized."""
+evaluation images. No TensorFlow."""
 
 import ml_collections
 import numpy as np
@@ -31,6 +31,6 @@ def eval_images(images: np.ndarray, data_config: ml_collections.ConfigDict) -> n
   x = images.astype(np.float32) / 255.0
   size = data_config.image_size
   if x.shape[1:3] != (size, size):
-    import tensorflow as tf  # The training views' resize, so both see the same pixels.
-    x = tf.image.resize(x, (size, size), method="bilinear").numpy()
+    from adcl.data import resize  # tf.image.resize's bilinear, in jax.
+    x = resize.resize(x, size)
   return (x - mean) / std

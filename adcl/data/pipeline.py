@@ -1,5 +1,9 @@
 """Batches for the compiled step: a seeded epoch order, two views per image, global arrays.
 
+Two kinds, by where the views are drawn (adcl.build.views_on): `train_batches` draws them on
+the host with tf.data (adcl/data/augment.py); `train_images` hands the step uint8 images and
+the step draws them (adcl/data/views.py), with numpy only: no TensorFlow.
+
 The batch of step t is a pure function of (seed, t): epoch e = t // steps_per_epoch is a
 permutation of the training set seeded by (seed, e), step t takes its slice, and its views
 are drawn with the seed (t, seed) for the whole global batch. So the data position *is* the step: a run resumed
@@ -16,13 +20,14 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 
+from adcl import errors
 from adcl.data.normalize import normalization
 
 
 def keep_tensorflow_on_host() -> None:
   """TensorFlow only feeds data: keep it off accelerators so it never takes their memory.
   Called before TensorFlow's first op (after it, TensorFlow refuses, and it is too late)."""
-  import tensorflow as tf  # Imported where used: a command sets its log level first.
+  tf = errors.import_tensorflow("data.views_on='host' (tf.data views)")
 
   try:
     tf.config.set_visible_devices([], "GPU")
@@ -48,7 +53,7 @@ def train_batches(images: np.ndarray, config: ml_collections.ConfigDict, start_s
   Yields:
     {'view1', 'view2'}: float32 numpy [global_batch // process_count, S, S, C].
   """
-  import tensorflow as tf  # Imported where used: a command sets its log level first.
+  tf = errors.import_tensorflow("data.views_on='host' (tf.data views)")
 
   from adcl.data import augment
 
@@ -77,6 +82,36 @@ def train_batches(images: np.ndarray, config: ml_collections.ConfigDict, start_s
   dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   dataset = dataset.prefetch(2)
   return dataset.as_numpy_iterator()
+
+
+def epoch_order(seed: int, epoch: int, num_images: int) -> np.ndarray:
+  """The device-views path's permutation of the training set for `epoch`, seeded by
+  (seed, epoch): the same on every process and after every resume."""
+  return np.random.default_rng([seed, epoch]).permutation(num_images)
+
+
+def train_images(images: np.ndarray, config: ml_collections.ConfigDict, start_step: int,
+                 num_steps: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict]:
+  """This process's part of the uint8 images of steps [start_step, num_steps), for a step that
+  draws the views itself.
+
+  Args:
+    images: uint8 [N, H, W, C], the whole training set.
+  Yields:
+    {'images'}: uint8 numpy [global_batch // process_count, H, W, C]; rows
+    [process_index * local, (process_index + 1) * local) of the step's global batch.
+  """
+  global_batch = config.train.batch_size
+  local_batch = global_batch // process_count
+  per_epoch = steps_per_epoch(len(images), global_batch)
+  order, order_epoch = None, None
+  for step in range(start_step, num_steps):
+    epoch = step // per_epoch
+    if epoch != order_epoch:
+      order, order_epoch = epoch_order(config.seed, epoch, len(images)), epoch
+    start = (step % per_epoch) * global_batch + process_index * local_batch
+    yield {"images": images[order[start:start + local_batch]]}
 
 
 def to_global(local_batch: dict, sharding: NamedSharding) -> dict:

@@ -63,7 +63,9 @@ def load_idx(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_tfds(name: str, split: str, data_dir: str, size: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """A TFDS split, whole, as numpy ([N, H, W, C] uint8, [N] int32); images resized to
   size x size when size > 0 (datasets of varying image sizes, e.g. imagenette, need it)."""
-  import tensorflow as tf
+  from adcl import errors
+
+  tf = errors.import_tensorflow("data.source='tfds'")
   import tensorflow_datasets as tfds  # Heavy; imported where used.
 
   dataset = tfds.load(name, split=split, data_dir=data_dir or None, as_supervised=True)

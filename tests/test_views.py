@@ -1,0 +1,147 @@
+"""The device views (adcl/data/views.py): the host views' statistics, and views that depend on
+(seed, step, row) only, not on devices or processes."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from adcl import configs, step as step_lib
+from adcl.data import resize, views
+
+# A global batch of 8 colour images and the SimCLR recipe (every op, hue included): the views
+# every device and process count must agree on (also drawn by tests/multiprocess_worker.py).
+VIEW_IMAGES = np.random.default_rng(0).integers(0, 256, (8, 12, 12, 3), dtype=np.uint8)
+VIEW_CONFIG = ml_collections.ConfigDict({"image_size": 8, "views": dict(
+    configs.VIEW_RECIPES["simclr"], blur_prob=0.5)})
+
+
+def draw_views(images, sharding=None):
+  """Both views of `images` for (seed 0, step 5) as [2, N, 8, 8, 3], jitted on `sharding`."""
+  key = jax.random.fold_in(jax.random.PRNGKey(0), 5)
+  fn = lambda x: jnp.stack(views.two_views(x, key, VIEW_CONFIG, (0.5,) * 3, (0.5,) * 3))
+  out = None if sharding is None else NamedSharding(sharding.mesh, P(None, "data"))
+  return jax.jit(fn, in_shardings=sharding, out_shardings=out)(images)
+
+
+def per_image(fn, count, seed=0):
+  """fn(key) for `count` independent keys, vmapped."""
+  return jax.vmap(fn)(jax.random.split(jax.random.PRNGKey(seed), count))
+
+
+def test_crop_area_and_aspect_follow_torchvisions_sampler():
+  boxes = np.asarray(per_image(lambda k: views.crop_box(k, (0.2, 1.0)), 20000))
+  height, width = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+  area, aspect = height * width, width / height
+  assert area.min() >= 0.2 - 1e-4 and area.max() <= 1.0 + 1e-6
+  assert boxes.min() >= 0 and boxes.max() <= 1 + 1e-6
+  # torchvision's sampler in numpy: area ~ U(scale), log aspect ~ U(log 3/4, log 4/3), the first
+  # of 10 tries that fits, else the whole image. Rejection favours small areas.
+  rng = np.random.default_rng(0)
+  a = rng.uniform(0.2, 1.0, (20000, 10))
+  r = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), (20000, 10)))
+  fits = (np.sqrt(a * r) <= 1) & (np.sqrt(a / r) <= 1)
+  expected_area = np.where(fits.any(1), a[np.arange(20000), fits.argmax(1)], 1.0)
+  expected_aspect = np.where(fits.any(1), r[np.arange(20000), fits.argmax(1)], 1.0)
+  assert abs(area.mean() - expected_area.mean()) < 0.01
+  assert abs(np.median(area) - np.median(expected_area)) < 0.015
+  assert abs(np.log(aspect).mean() - np.log(expected_aspect).mean()) < 0.01
+  assert aspect.min() >= 3 / 4 - 1e-4 and aspect.max() <= 4 / 3 + 1e-4
+
+
+def test_crop_and_resize_sample_where_tensorflow_does():
+  """The host views crop with tf.image.crop_and_resize and evaluation resizes with
+  tf.image.resize: the same sampling positions, written out as bilinear weights."""
+  image = np.random.default_rng(1).uniform(size=(6, 6, 1)).astype(np.float32)
+  whole = resize.resized_crop(image, jnp.array([0.0, 0.0, 1.0, 1.0]), 6)
+  np.testing.assert_allclose(whole, image, atol=1e-6)  # The whole box at full size: identity.
+  half = np.asarray(resize.resized_crop(image, jnp.array([0.0, 0.0, 0.6, 0.6]), 4))
+  np.testing.assert_allclose(half[0, 0], image[0, 0], atol=1e-6)
+  # Output 1 of 4 over [0, 0.6]: position 0.2 * 5 = 1 pixel: image row/column 1 exactly.
+  np.testing.assert_allclose(half[1, 1], image[1, 1], atol=1e-6)
+  # tf.image.resize, half-pixel centres: 6 -> 3 samples at 0.5, 2.5, 4.5.
+  small = resize.resize(image[None], 3)[0]
+  np.testing.assert_allclose(small[0, 0], image[0:2, 0:2].mean(axis=(0, 1)), atol=1e-6)
+
+
+def test_jitter_probability_and_factor_range():
+  x = jnp.full((2, 2, 3), 0.5)
+  out = np.asarray(per_image(lambda k: views.color_jitter(x, k, (0.4, 0.0, 0.0, 0.0), 0.8), 4000))
+  changed = np.abs(out - 0.5).max(axis=(1, 2, 3)) > 1e-6
+  assert 0.77 < changed.mean() < 0.83
+  factors = out[changed, 0, 0, 0] / 0.5
+  assert factors.min() >= 0.6 - 1e-5 and factors.max() <= 1.4 + 1e-5
+  assert factors.min() < 0.65 and factors.max() > 1.35  # The whole range is drawn.
+  # Hue: a shift in [-h, h] of the colour circle, and nothing else.
+  red = jnp.zeros((1, 1, 3)).at[..., 0].set(0.8)
+  hues = np.asarray(per_image(lambda k: views.color_jitter(red, k, (0.0, 0.0, 0.0, 0.2), 1.0), 500))
+  assert hues.max() <= 0.8 + 1e-5 and np.abs(hues - np.asarray(red)).max() > 0.1
+
+
+def test_jitter_ops_run_in_a_random_order_per_image():
+  # Per image, one of the 4! orders of the active ops, uniformly.
+  orders = np.asarray(per_image(lambda k: views.jitter_order(k, 4), 24000))
+  counts = {tuple(o): 0 for o in itertools.permutations(range(4))}
+  for order in map(tuple, orders):
+    counts[order] += 1
+  assert len(counts) == 24 and min(counts.values()) > 850 and max(counts.values()) < 1150
+  # The order matters to the output: brightness then contrast is not contrast then brightness
+  # once brightness clips; identical images end up with several distinct results.
+  x = jnp.linspace(0.2, 1.0, 16).reshape(4, 4, 1)
+  out = np.asarray(per_image(lambda k: views.color_jitter(x, k, (0.5, 0.5, 0, 0), 1.0), 50))
+  assert len({o.tobytes() for o in out}) == 50
+
+
+def test_flip_and_grayscale_probabilities():
+  # A left-right gradient in red only: flips reverse it, grayscale equalises the channels.
+  ramp = np.linspace(0, 255, 12, dtype=np.float32)
+  image = np.zeros((12, 12, 3), np.float32)
+  image[..., 0] = ramp[None, :]
+  recipe = ml_collections.ConfigDict(dict(configs.VIEW_RECIPES["simclr"], crop_scale=(1.0, 1.0),
+                                          jitter_prob=0.0))
+  view = np.asarray(per_image(lambda k: views.one_view(jnp.asarray(image, jnp.uint8), k, recipe, 12),
+                              4000))
+  flipped = view[:, 0, 0, 0] > view[:, 0, -1, 0] + 1e-3
+  flipped |= view[:, 0, 0, 1] > view[:, 0, -1, 1] + 1e-3  # Grey images flip in every channel.
+  gray = np.abs(view[..., 0] - view[..., 1]).max(axis=(1, 2)) < 1e-5
+  assert 0.47 < flipped.mean() < 0.53
+  assert 0.18 < gray.mean() < 0.22
+
+
+def test_blur_probability_and_that_it_smooths():
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 16, 1)), jnp.float32)
+  out = np.asarray(per_image(lambda k: views.gaussian_blur(x, k, prob=0.5), 2000))
+  blurred = np.abs(out - np.asarray(x)).max(axis=(1, 2, 3)) > 1e-6
+  assert 0.46 < blurred.mean() < 0.54
+  # Blur lowers the pixel variance and keeps the mean (a normalised kernel).
+  assert out[blurred].var(axis=(1, 2, 3)).max() < np.asarray(x).var()
+  np.testing.assert_allclose(out[blurred].mean(), np.asarray(x).mean(), atol=5e-3)
+
+
+def test_views_shapes_range_and_seeds():
+  v1, v2 = (np.asarray(v) for v in draw_views(VIEW_IMAGES))
+  assert v1.shape == v2.shape == (8, 8, 8, 3) and v1.dtype == np.float32
+  assert v1.min() >= -1 - 1e-5 and v1.max() <= 1 + 1e-5  # Normalised [0, 1].
+  assert not np.allclose(v1, v2)
+  # Row i's views depend on the row's index and the key only: the same image placed at
+  # another row gets other views, and the first rows of a smaller batch keep theirs.
+  first_four = np.asarray(draw_views(VIEW_IMAGES[:4]))
+  np.testing.assert_array_equal(first_four[0], v1[:4])
+
+
+# Same draws on any sharding; the pixel values may differ by float rounding only, because XLA
+# vectorises exp/sqrt differently for 1 and 8 rows per device (the crop box moves by an ulp).
+ROUNDING = 1e-5  # Normalised units: 1/400 of a grey level at std 0.5.
+
+
+@pytest.mark.parametrize("num_devices", [4, 8])
+def test_views_are_the_same_on_1_4_and_8_devices(num_devices):
+  one = np.asarray(draw_views(VIEW_IMAGES))
+  mesh = step_lib.data_mesh(jax.devices()[:num_devices])
+  sharding = NamedSharding(mesh, P("data"))
+  many = np.asarray(draw_views(jax.device_put(VIEW_IMAGES, sharding), sharding))
+  np.testing.assert_allclose(one, many, rtol=0, atol=ROUNDING)
