@@ -3,6 +3,7 @@
     pip install torch==2.13.0            # CPU wheel; a benchmark extra, never an adcl dependency
     python benchmarks/torch_reference.py --model resnet18 --image-size 32 --channels 3 --batch 64
     python benchmarks/torch_reference.py --model quickstart
+    python benchmarks/torch_reference.py --device cuda --batch 256 --dtype bfloat16  # a GPU
 
 Written from docs/method.md, not from the official code: a ResNet (CIFAR stem) whose
 every BatchNorm is a clean/adversarial pair chosen per call, the SimCLR projector, NT-Xent, Adam,
@@ -135,32 +136,44 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+  parser.add_argument("--device", default="cpu", help="cpu or cuda")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="bfloat16: autocast (mixed precision, float32 weights)")
   args = parser.parse_args()
   if args.threads:
     torch.set_num_threads(args.threads)
   s = settings(args)
   torch.manual_seed(0)
   shape = (s["batch"], s["channels"], s["size"], s["size"])  # NCHW, PyTorch's layout.
-  x1, x2 = torch.randn(shape), torch.randn(shape)
+  device = torch.device(args.device)
+  x1, x2 = torch.randn(shape, device=device), torch.randn(shape, device=device)
+  sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+  autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                            enabled=args.dtype == "bfloat16")
   runs = {}
   for name, adversarial in (("plain", False), ("clae", True)):
-    model = Encoder(s["stages"], s["width"], s["channels"], s["projector"]).train()
+    model = Encoder(s["stages"], s["width"], s["channels"], s["projector"]).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"], weight_decay=1e-6)
     runs[name] = make_step(model, optimizer, adversarial, tau=s["tau"])
-    for _ in range(2):  # Warm-up.
-      runs[name](x1, x2)
+    with autocast:
+      for _ in range(2):  # Warm-up.
+        runs[name](x1, x2)
+    sync()
   seconds = {"plain": 0.0, "clae": 0.0}
   for round_index in range(args.rounds):
     for name in ("plain", "clae"):
       start = time.perf_counter()
-      for _ in range(args.steps):
-        runs[name](x1, x2)
+      with autocast:
+        for _ in range(args.steps):
+          runs[name](x1, x2)
+      sync()  # CUDA runs asynchronously: wait for the steps before reading the clock.
       seconds[name] += time.perf_counter() - start
     print(f"round {round_index + 1}/{args.rounds}: plain {seconds['plain']:.2f}s, "
           f"clae {seconds['clae']:.2f}s so far", file=sys.stderr)
   steps = args.steps * args.rounds
   print(json.dumps({
-      "framework": f"torch {torch.__version__}", "model": args.model, "width": s["width"],
+      "framework": f"torch {torch.__version__}", "device": args.device, "dtype": args.dtype,
+      "model": args.model, "width": s["width"],
       "image_size": s["size"], "channels": s["channels"], "batch": s["batch"],
       "threads": torch.get_num_threads(), "timed_steps": steps,
       "plain_images_per_s": round(steps * s["batch"] / seconds["plain"], 2),
