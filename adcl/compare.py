@@ -2,7 +2,9 @@
 
 Reads each workdir's eval.json (adcl.evaluate) and metrics.jsonl (adcl.train), prints a
 markdown table with one column per run and the difference of every later run to the first
-(put the baseline first), and writes it with a bar chart to OUTPUT/compare.md and compare.png.
+(put the baseline first), and writes it with a bar chart to OUTPUT/compare.md and compare.png;
+where runs logged kNN during training (eval.every), their curves too, with the raw-pixel kNN
+of their eval.json as the reference line (compare_knn.png).
 """
 
 import json
@@ -93,7 +95,18 @@ def compare(workdirs: Sequence[str], names: Optional[Sequence[str]] = None,
     metrics = chart_metrics(summaries)
     if metrics:
       figures.save(figures.comparison(names, metrics), output / "compare.png")
+    curves = [knn_series(w) for w in workdirs]
+    if any(len(steps) > 1 for steps, _ in curves):
+      pixel_knn = next((s["pixels_knn_top1"] for s in summaries if "pixels_knn_top1" in s), None)
+      figures.save(figures.knn_curves(names, curves, pixel_knn), output / "compare_knn.png")
   return table
+
+
+def knn_series(workdir: str):
+  """(steps, kNN top-1) logged during training in the workdir's metrics.jsonl."""
+  records = sorted((r for r in paths.read_jsonl(paths.resolve(workdir) / "metrics.jsonl")
+                    if "knn_top1" in r), key=lambda r: r["step"])
+  return [r["step"] for r in records], [r["knn_top1"] for r in records]
 
 
 def main(argv):

@@ -137,6 +137,23 @@ def comparison(names: Sequence[str], metrics: dict, title: str = "") -> Figure:
   return figure
 
 
+def knn_curves(names: Sequence[str], series: Sequence[tuple], pixel_knn: Optional[float] = None,
+               title: str = "") -> Figure:
+  """kNN top-1 during training, one line per run, and the raw-pixel kNN as a reference.
+
+  series: per run, (steps [n], kNN top-1 [n]) as logged in metrics.jsonl.
+  """
+  figure = Figure(figsize=(7, 4.2), layout="constrained")
+  axes = figure.subplots()
+  for name, (steps, values) in zip(names, series):
+    axes.plot(steps, values, marker="o" if len(values) < 30 else None, label=name)
+  if pixel_knn is not None:
+    axes.axhline(pixel_knn, color="grey", linestyle="--", label=f"raw pixels {pixel_knn:.2f}")
+  axes.set(xlabel="step", ylabel="kNN top-1 (%)", title=title or "kNN during training")
+  axes.legend(fontsize=8)
+  return figure
+
+
 def study_settings(names: Sequence[str], values: dict, seconds: Sequence[Sequence[float]],
                    title: str = "") -> Figure:
   """One panel per metric and one of training wall time: a horizontal bar per setting at the

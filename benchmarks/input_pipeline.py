@@ -1,12 +1,16 @@
-"""Images/s of the input pipeline alone and of the CLAE train step alone, for one setting.
+"""Images/s of the input pipeline alone and of the CLAE train step alone, for one setting,
+with the views drawn on the host (tf.data) and on the device (in the step).
 
     python benchmarks/input_pipeline.py --setting quickstart
     python benchmarks/input_pipeline.py --setting cifar10_resnet18
 
-The pipeline is the real one (adcl.data.pipeline.train_batches: epoch order, two augmented
-views, normalisation) over random uint8 images of the setting's shape; the step is the
-compiled CLAE step on random views (benchmarks/step_time.py). The pipeline keeps up when
-pipeline_images_per_s >= step_images_per_s. Last line: one JSON object.
+Host views: the real pipeline (adcl.data.pipeline.train_batches: epoch order, two augmented
+views, normalisation; tf.data on every core) over random uint8 images of the setting's shape.
+Device views: the host's part (pipeline.train_images: epoch order and a uint8 gather, one
+thread), and the views alone on the device (adcl.data.views.two_views, jitted). The steps are
+the compiled CLAE step fed ready views and fed uint8 images (it then draws the views). A
+pipeline keeps up when its images/s >= its step's. Per core: images/s divided by the cores the
+host part uses (all of them for tf.data, one for the gather). Last line: one JSON object.
 """
 
 import argparse
@@ -23,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import configs, step as step_lib, xla_cpu
-from adcl.data import pipeline
+from adcl import configs, errors, step as step_lib, xla_cpu
+from adcl.data import pipeline, views
+from adcl.data.normalize import normalization
 import step_time
 
 
@@ -40,9 +45,9 @@ def setting_config(name):
   raise SystemExit(f"unknown --setting {name!r}; choose quickstart or cifar10_resnet18")
 
 
-def pipeline_images_per_s(config, image_shape, steps, num_images):
-  images = np.random.default_rng(0).integers(0, 256, (num_images, *image_shape), dtype=np.uint8)
-  batches = pipeline.train_batches(images, config, 0, steps + 3)
+def pipeline_images_per_s(source, images, config, steps):
+  """Images/s of `source` (pipeline.train_batches or pipeline.train_images) on the host."""
+  batches = source(images, config, 0, steps + 3)
   for _ in range(3):  # Warm-up: graph tracing and the first prefetches.
     next(batches)
   start = time.perf_counter()
@@ -51,13 +56,32 @@ def pipeline_images_per_s(config, image_shape, steps, num_images):
   return steps * config.train.batch_size / (time.perf_counter() - start)
 
 
-def step_images_per_s(config, channels, steps):
+def device_views_images_per_s(images, config, steps):
+  """Images/s of the views alone, drawn by the jitted adcl.data.views.two_views."""
+  mean, std = normalization(config.data, images.shape[-1])
+  draw = jax.jit(lambda x, key: views.two_views(x, key, config.data, mean, std))
+  batch = jnp.asarray(images[:config.train.batch_size])
+  jax.block_until_ready(draw(batch, jax.random.PRNGKey(0)))
+  start = time.perf_counter()
+  for step in range(steps):
+    out = draw(batch, jax.random.PRNGKey(step))
+  jax.block_until_ready(out)
+  return steps * config.train.batch_size / (time.perf_counter() - start)
+
+
+def step_images_per_s(config, image_shape, steps, views_on):
+  """The CLAE step's images/s, fed ready views ('host') or uint8 images ('device')."""
+  config = config.copy_and_resolve_references()
+  config.data.views_on = views_on
   mesh = step_lib.data_mesh()
-  size, batch_size = config.data.image_size, config.train.batch_size
+  size, batch_size, channels = config.data.image_size, config.train.batch_size, image_shape[-1]
   rng = np.random.default_rng(0)
-  batch = jax.device_put({k: jnp.asarray(rng.normal(size=(batch_size, size, size, channels)),
-                                         jnp.float32) for k in ("view1", "view2")},
-                         NamedSharding(mesh, P("data")))
+  if views_on == "device":
+    batch = {"images": rng.integers(0, 256, (batch_size, *image_shape), dtype=np.uint8)}
+  else:
+    batch = {k: rng.normal(size=(batch_size, size, size, channels)).astype(np.float32)
+             for k in ("view1", "view2")}
+  batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
   _, run = step_time.time_variant(config, True, channels, mesh, batch)
   return steps * batch_size / run(steps)
 
@@ -71,15 +95,33 @@ def main():
   parser.add_argument("--num-images", type=int, default=10000)
   args = parser.parse_args()
   config, image_shape = setting_config(args.setting)
-  pipeline_rate = pipeline_images_per_s(config, image_shape, args.pipeline_steps, args.num_images)
-  print(f"pipeline: {pipeline_rate:.0f} images/s", file=sys.stderr)
-  step_rate = step_images_per_s(config, image_shape[-1], args.step_steps)
-  print(f"CLAE step: {step_rate:.1f} images/s", file=sys.stderr)
-  print(json.dumps({"setting": args.setting, "batch": config.train.batch_size,
-                    "image_size": config.data.image_size,
-                    "pipeline_images_per_s": round(pipeline_rate, 1),
-                    "step_images_per_s": round(step_rate, 2),
-                    "pipeline_over_step": round(pipeline_rate / step_rate, 2)}))
+  images = np.random.default_rng(0).integers(0, 256, (args.num_images, *image_shape),
+                                             dtype=np.uint8)
+  cores = os.cpu_count()
+  result = {"setting": args.setting, "batch": config.train.batch_size,
+            "image_size": config.data.image_size, "cores": cores}
+  try:
+    host = pipeline_images_per_s(pipeline.train_batches, images, config, args.pipeline_steps)
+    result.update(host_views_images_per_s=round(host, 1),
+                  host_views_images_per_s_per_core=round(host / cores, 1))
+    print(f"host views (tf.data): {host:.0f} images/s", file=sys.stderr)
+  except errors.MissingDependency as error:  # No TensorFlow: the device path only.
+    print(f"host views skipped: {error}", file=sys.stderr)
+  gather = pipeline_images_per_s(pipeline.train_images, images, config, args.pipeline_steps)
+  drawn = device_views_images_per_s(images, config, args.pipeline_steps)
+  result.update(uint8_gather_images_per_s_per_core=round(gather, 1),
+                device_views_images_per_s=round(drawn, 1))
+  print(f"uint8 gather: {gather:.0f} images/s; views on the device: {drawn:.0f} images/s",
+        file=sys.stderr)
+  for where in ("host", "device"):
+    rate = step_images_per_s(config, image_shape, args.step_steps, where)
+    result[f"step_with_{where}_views_images_per_s"] = round(rate, 2)
+    print(f"CLAE step, {where} views: {rate:.1f} images/s", file=sys.stderr)
+  if "host_views_images_per_s" in result:
+    result["host_pipeline_over_step"] = round(
+        result["host_views_images_per_s"] / result["step_with_host_views_images_per_s"], 2)
+  result["gather_over_step"] = round(gather / result["step_with_device_views_images_per_s"], 2)
+  print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from adcl import compare, evaluate, inspect, train
+from adcl import compare, evaluate, figures, inspect, train
 from conftest import cli_env, tiny_config, write_idx_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,6 +114,23 @@ def test_compare_table_and_chart(runs, tmp_path):
   missing = cli(runs["clae"], str(tmp_path / "nothing"), "--output", str(tmp_path / "x"))
   assert missing.returncode == 1 and "neither eval.json nor metrics.jsonl" in missing.stderr
   assert not (tmp_path / "x").exists()
+
+
+def test_compare_draws_knn_curves_with_the_pixel_reference(runs, tmp_path):
+  copies = []
+  for name in ("baseline", "clae"):
+    copy = tmp_path / name
+    shutil.copytree(runs[name], copy)
+    with open(copy / "metrics.jsonl", "a") as f:  # kNN at two steps, as eval.every logs it.
+      f.write(json.dumps({"step": 2, "knn_top1": 20.0}) + "\n")
+    copies.append(str(copy))
+  assert compare.knn_series(copies[0])[0] == [2, 4]
+  compare.compare(copies, output=str(tmp_path / "cmp"))
+  assert mpimg.imread(tmp_path / "cmp" / "compare_knn.png").std() > 0.05
+  pixel_knn = json.load(open(os.path.join(runs["clae"], "eval.json")))["pixels_knn_top1"]
+  figure = figures.knn_curves(["a"], [([2, 4], [20.0, 30.0])], pixel_knn)
+  assert [tuple(l.get_ydata()) for l in figure.axes[0].lines] == [(20.0, 30.0),
+                                                                    (pixel_knn, pixel_knn)]
 
 
 def test_notebook_runs_top_to_bottom(runs):

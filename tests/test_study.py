@@ -167,6 +167,24 @@ def test_fashion_mnist_study_spec_is_the_issue_grid(tmp_path):
   assert spec.settings.clae_w32.baseline == "simclr_w32"
 
 
+def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
+  spec = study.load_config_file(
+      os.path.join(REPO, "configs", "studies", "fashion_mnist_learned.py"))
+  runs = study.plan(spec, str(tmp_path))
+  seeds = {}
+  for r in runs:
+    seeds.setdefault(r.setting, []).append(r.seed)
+  assert seeds == {"simclr": [0, 1, 2], "clae": [0, 1, 2], "clae_fraction_0_25": [0, 1, 2],
+                   "simclr_w64": [0], "clae_w64": [0]}
+  config = {r.setting: r.config for r in runs if r.seed == 0}
+  assert all(c.optim.schedule == "cosine" and c.train.num_epochs == 12 for c in config.values())
+  assert [config[s].model.width for s in spec.sweeps.width.settings] == [32, 64]
+  assert config["clae_fraction_0_25"].adv.fraction == 0.25 and config["clae"].adv.fraction == 1.0
+  assert not config["simclr"].adv.enabled and not config["simclr_w64"].adv.enabled
+  assert {spec.settings[s].baseline for s in ("clae", "clae_fraction_0_25")} == {"simclr"}
+  assert spec.settings.clae_w64.baseline == "simclr_w64"
+
+
 def test_paired_interval_is_the_paired_t_interval():
   mean, half, n = study.paired_interval([1.0, 2.0, 3.0])
   # mean 2, sample std 1, t(0.975, 2 dof) = 4.3027.
