@@ -21,9 +21,7 @@ def final_params(workdir):
   return state["params"], int(state["step"])
 
 
-@pytest.mark.parametrize("views_on", ["host", "device"])
-def test_resume_gives_the_same_parameters_as_one_run(tiny, tmp_path, views_on):
-  tiny.data.views_on = views_on
+def test_resume_gives_the_same_parameters_as_one_run(tiny, tmp_path):
   tiny.train.num_steps = 6
   tiny.train.checkpoint_every = 3
   train.run(tiny, str(tmp_path / "straight"))
@@ -39,6 +37,22 @@ def test_resume_gives_the_same_parameters_as_one_run(tiny, tmp_path, views_on):
     np.testing.assert_array_equal(a, b)
   lines = [json.loads(l) for l in open(tmp_path / "resumed" / "metrics.jsonl")]
   assert [l["step"] for l in lines] == [2, 3, 4, 6]  # Both runs' lines are kept.
+
+
+def test_uint8_batches_are_a_function_of_the_step(tiny):
+  """The device-views path (pipeline.train_images): a run resumed at step 3 gets the batches an
+  uninterrupted one gets, each process its rows, and each epoch every image once."""
+  images = np.random.default_rng(0).permutation(64 * 144).reshape(64, 12, 12, 1).astype(np.uint8)
+  full = [b["images"] for b in pipeline.train_images(images, tiny, 0, 6)]
+  resumed = [b["images"] for b in pipeline.train_images(images, tiny, 3, 6)]
+  for a, b in zip(full[3:], resumed):
+    np.testing.assert_array_equal(a, b)
+  halves = [[b["images"] for b in pipeline.train_images(images, tiny, 0, 6, p, 2)] for p in (0, 1)]
+  for step in range(6):
+    np.testing.assert_array_equal(np.concatenate([halves[0][step], halves[1][step]]), full[step])
+  epoch = np.concatenate(full[:4])  # 4 batches of 16: one epoch of 64.
+  assert sorted(map(bytes, epoch)) == sorted(map(bytes, images))
+  assert not np.array_equal(full[0], full[4])  # The next epoch is shuffled anew.
 
 
 def run_cli(*args, env_extra=None):
@@ -62,33 +76,6 @@ def test_cli_end_to_end(tmp_path, idx_dir):
   again = run_cli("--config", write_config(tmp_path, idx_dir), "--workdir", str(workdir),
                   "--config.train.num_steps=4")
   assert again.returncode == 0 and "Resuming from" in again.stderr
-
-
-def test_training_and_step_time_without_tensorflow(tmp_path, idx_dir):
-  """A host without TensorFlow (the managed GPU image): IDX training with device views and
-  the step benchmark run; TFDS and host views say in one line what is missing."""
-  without = [sys.executable, os.path.join(REPO, "tests", "without_tensorflow.py")]
-  config = write_config(tmp_path, idx_dir)
-  run = lambda *args: subprocess.run([*without, *args], capture_output=True, text=True,
-                                     cwd=REPO, env=cli_env(devices=2), timeout=600)
-  trained = run("adcl.train", "--config", config, "--workdir", str(tmp_path / "run"),
-                "--config.train.num_steps=2")
-  assert trained.returncode == 0, trained.stderr[-3000:]
-  assert "views drawn on the device" in trained.stderr  # 'auto' without TensorFlow.
-  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
-  for flag, what in (("--config.data.views_on=host", "data.views_on='host'"),
-                     ("--config.data.source=tfds", "data.source='tfds'")):
-    refused = run("adcl.train", "--config", config, "--workdir", str(tmp_path / "no"), flag)
-    last = refused.stderr.strip().splitlines()[-1]
-    assert refused.returncode == 1 and f"{what} (tf.data views) needs TensorFlow" in last or (
-        f"{what} needs TensorFlow" in last), refused.stderr[-2000:]
-    assert not (tmp_path / "no").exists()
-  timed = run("benchmarks/step_time.py", "--model", "resnet_small", "--width", "4",
-              "--image-size", "8", "--channels", "1", "--batch", "8", "--steps", "1",
-              "--rounds", "1", "--views", "device")
-  assert timed.returncode == 0, timed.stderr[-3000:]
-  result = json.loads(timed.stdout.strip().splitlines()[-1])
-  assert result["views"] == "device" and result["clae_images_per_s"] > 0
 
 
 def test_unknown_config_key_is_named(tmp_path, idx_dir):
