@@ -48,6 +48,19 @@ import pytest
 from adcl import configs
 
 
+def torchvision_crops(count: int, scale, seed: int = 0):
+  """(area, aspect) [count] of torchvision's RandomResizedCrop sampler simulated in numpy (a
+  square image): area ~ U(scale), log aspect ~ U(log 3/4, log 4/3), the first of 10 tries that
+  fits, else the whole image. Rejection favours small areas."""
+  rng = np.random.default_rng(seed)
+  a = rng.uniform(scale[0], scale[1], (count, 10))
+  r = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), (count, 10)))
+  fits = (np.sqrt(a * r) <= 1) & (np.sqrt(a / r) <= 1)
+  first = fits.argmax(1)
+  return (np.where(fits.any(1), a[np.arange(count), first], 1.0),
+          np.where(fits.any(1), r[np.arange(count), first], 1.0))
+
+
 def write_idx(path: str, array: np.ndarray, compress: bool = True) -> None:
   """An unsigned-byte IDX file (MNIST format) holding `array`."""
   header = bytes([0, 0, 0x08, array.ndim]) + b"".join(

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from adcl.data import augment, normalize, pipeline, sources
-from conftest import write_idx
+from conftest import torchvision_crops, write_idx
 
 
 def test_idx_roundtrip_and_shapes(idx_dir):
@@ -73,13 +73,7 @@ def test_crop_boxes_follow_the_scale_range():
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
   assert area.min() >= 0.2 - 1e-4 and area.max() <= 1.0 + 1e-6
   assert boxes.min() >= 0 and boxes.max() <= 1 + 1e-6
-  # torchvision's sampler, simulated in numpy: area ~ U(scale), log aspect ~ U(log 3/4, log 4/3),
-  # the first of 10 tries that fits, else the whole image.  Rejection favours small areas.
-  rng = np.random.default_rng(0)
-  a = rng.uniform(0.2, 1.0, (20000, 10))
-  r = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), (20000, 10)))
-  fits = (np.sqrt(a * r) <= 1) & (np.sqrt(a / r) <= 1)
-  expected = np.where(fits.any(1), a[np.arange(20000), fits.argmax(1)], 1.0)
+  expected, _ = torchvision_crops(20000, (0.2, 1.0))
   assert abs(area.mean() - expected.mean()) < 0.01
   assert abs(np.median(area) - np.median(expected)) < 0.015
 
