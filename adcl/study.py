@@ -507,8 +507,13 @@ def cost_table(planned: Sequence[PlannedRun], speeds: dict) -> str:
 
 # ---- The command.
 
-def run_study(spec, workdir: str, command: str, log=functools.partial(print, flush=True)) -> list:
-  """Every planned run (resuming), the report after each; returns the planned runs."""
+def run_study(spec, workdir: str, command: str, max_runs: int = 0,
+              log=functools.partial(print, flush=True)) -> list:
+  """Every planned run (resuming), the report after each; returns the planned runs.
+
+  max_runs > 0 stops after that many runs of this sitting have finished, so that a grid of
+  many hours can be run in sittings without killing a run halfway (whose time would be lost).
+  """
   planned = plan(spec, workdir)
   for run in planned:  # Fail on a changed spec before training anything.
     check_same_config(run, read_record(run))
@@ -520,6 +525,9 @@ def run_study(spec, workdir: str, command: str, log=functools.partial(print, flu
     if read_record(run).get("evaluated"):
       log(f"{label}: finished earlier")
       continue
+    if max_runs and timed >= max_runs:
+      log(f"{label}: not started (--max_runs={max_runs} runs done in this sitting)")
+      break
     log(f"{label}: running in {run.workdir}")
     begin = time.perf_counter()
     record = execute(run, evaluate_options)
@@ -545,8 +553,10 @@ def main(argv):
   if f.plan:
     print(cost_table(plan(f.spec, f.workdir), parse_speeds(f.images_per_s)), end="")
     return
-  command = "python -m adcl.study " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  run_study(f.spec, f.workdir, command)
+  # The report names the command that makes the whole grid, without this sitting's limit.
+  command = "python -m adcl.study " + " ".join(
+      shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--max_runs"))
+  run_study(f.spec, f.workdir, command, max_runs=f.max_runs)
 
 
 def define_flags() -> None:
@@ -556,6 +566,9 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file("spec", None, "Path to a study spec file.", lock_config=False)
   flags.DEFINE_string("workdir", None, "Folder of the study (runs/, report.md, figures/).",
                       required=True)
+  flags.DEFINE_integer("max_runs", 0, "Stop after this many runs have finished in this "
+                       "sitting (0: run the whole grid); rerun the command to go on.",
+                       lower_bound=0)
   flags.DEFINE_bool("plan", False, "Print every planned run and its cost; run nothing.")
   flags.DEFINE_string("images_per_s", "", "With --plan: measured speeds, e.g. "
                       "resnet18_32px_plain=9.9,resnet18_32px_clae=5.8 (benchmarks/step_time.py).")

@@ -7,9 +7,11 @@
 What it runs, each part a subprocess with its own time limit, in order of importance:
   1. benchmarks/step_time.py: the ResNet-18 32 px step, plain and CLAE, views drawn in the step
      from uint8 images (data.views_on 'device'), at batch 256 and 1024, float32 and bfloat16:
-     images/s, compile time, MFU against a matmul peak measured there (benchmarks/peak.py).
+     images/s, compile time, MFU against a matmul peak measured there (benchmarks/peak.py);
+     at bfloat16 and batch 1024 also CLAE with adv.fraction 0.5 and 0.25.
   2. benchmarks/torch_reference.py --device cuda: the official-style PyTorch step, same sizes.
-  3. The quickstart (configs/quickstart.py, device views) trained for --epochs on the carried
+  3. The quickstart (configs/quickstart.py, data.views_on 'auto': the device on a GPU, and on
+     a CPU without TensorFlow) trained for --epochs on the carried
      Fashion-MNIST IDX files, end to end through `python -m adcl.train`: wall time, images/s and
      the kNN after each epoch.
 A part that fails or runs out of time is recorded as such; the others still run.
@@ -32,11 +34,11 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = {"model": ["--model", "resnet18"], "batches": (256, 1024), "dtypes": ("bfloat16", "float32"),
-        "steps": ["--steps", "10", "--rounds", "2"], "epochs": 3}
+        "steps": ["--steps", "10", "--rounds", "2"], "fractions": "0.5,0.25", "epochs": 3}
 # Tiny sizes that finish in seconds on a CPU: the suite runs these to keep the script working.
 TOY = {"model": ["--model", "resnet_small", "--width", "4", "--image-size", "8"],
        "batches": (8,), "dtypes": ("bfloat16",), "steps": ["--steps", "1", "--rounds", "1"],
-       "epochs": 0}
+       "fractions": "0.5", "epochs": 0}
 
 
 def run_json(command: list, timeout: float) -> dict:
@@ -52,9 +54,10 @@ def run_json(command: list, timeout: float) -> dict:
 
 
 def quickstart(out: str, fmnist: str, epochs: int, toy: bool, timeout: float) -> dict:
-  """Train the quickstart with device views; wall time, images/s and kNN per evaluation."""
+  """Train the quickstart (views where 'auto' puts them); wall time, images/s, kNN per
+  evaluation and where the views were drawn."""
   workdir = os.path.join(out, "quickstart_workdir")
-  flags = [f"--config.data.data_dir={fmnist}", "--config.data.views_on=device",
+  flags = [f"--config.data.data_dir={fmnist}",
            "--config.eval.every=937", "--config.train.checkpoint_every=100000"]
   if toy:  # The tests' tiny IDX set: 8 px crops, a 4-channel net, 4 steps.
     flags += ["--config.data.image_size=8", "--config.model.width=4", "--config.train.num_steps=4",
@@ -93,9 +96,16 @@ def markdown(report: dict) -> str:
   for r in report["torch"]:
     lines.append(f"| {r['dtype']} | {r['batch']} | {r['plain_images_per_s']} | "
                  f"{r['clae_images_per_s']} | {r['clae_over_plain_time']} |")
+  for r in report["steps"]:
+    cheap = sorted(k[len("clae_fraction_"):-len("_over_plain_time")] for k in r
+                   if k.startswith("clae_fraction_") and k.endswith("_over_plain_time"))
+    if cheap:
+      lines += ["", f"adv.fraction at {r['dtype']}, batch {r['batch']}: step time / plain "
+                + ", ".join(f"{f}: {r[f'clae_fraction_{f}_over_plain_time']}" for f in cheap)
+                + f" (1.0: {r['clae_over_plain_time']})."]
   q = report.get("quickstart")
   if q:
-    lines += ["", "## Quickstart end to end (device views)", "",
+    lines += ["", f"## Quickstart end to end ({q['views_on']} views)", "",
               f"{q['steps']} steps in {q['wall_s']} s (compilation and evaluation included), "
               f"median {q['median_images_per_s']} images/s; kNN top-1 by step: "
               + ", ".join(f"{step}: {knn:.2f}%" for step, knn in q["knn_top1"]) + "."]
@@ -134,10 +144,13 @@ def main():
   for dtype in sizes["dtypes"]:
     for batch in sizes["batches"]:
       label = f"step_time {dtype} batch {batch}"
+      # The cheaper attack where it matters most: the largest batch at the fast dtype.
+      largest = (dtype, batch) == (sizes["dtypes"][0], sizes["batches"][-1])
+      fractions = ["--fractions", sizes["fractions"]] if largest else []
       try:
         report["steps"].append(run_json(
             [sys.executable, "benchmarks/step_time.py", *sizes["model"], "--batch", str(batch),
-             "--dtype", dtype, "--views", "device", *sizes["steps"]], left() * 0.5))
+             "--dtype", dtype, "--views", "device", *fractions, *sizes["steps"]], left() * 0.5))
       except (RuntimeError, ValueError) as error:
         report["failures"].append(f"{label}: {error}")
       save()
