@@ -21,6 +21,10 @@ A spec file's `get_config()` returns a ConfigDict:
 
 Layout: DIR/runs/SETTING/seed_S/ is an ordinary adcl workdir (checkpoints, metrics.jsonl,
 eval.json) plus study_run.json (resolved config, wall times, state).
+
+A grid longer than a sitting: `--max_runs N` stops after N runs; `--export DEST` copies the
+report and the finished runs' records (no checkpoints) to DEST, and DEST/runs copied into a new
+workdir (another machine) resumes the grid there.
 """
 
 import dataclasses
@@ -454,6 +458,34 @@ def write_report(spec, planned, workdir: str, command: str, title: str) -> list:
   return [str(w) for w in written]
 
 
+# ---- Taking a grid's results to another machine.
+
+# What a finished run is read back from (run_summary): no checkpoints.
+RECORD_FILES = ("study_run.json", "eval.json", "metrics.jsonl")
+
+
+def export(planned: Sequence[PlannedRun], workdir: str, destination: str) -> list:
+  """Copy report.md, figures/ and each finished run's RECORD_FILES (kilobytes, no checkpoints)
+  from `workdir` to `destination`, in the same layout; returns the copied paths.
+
+  A grid of many hours outlives the machine it started on (a preemptible VM, a session's
+  disk): copying `destination/runs` into a new workdir resumes the grid there with those runs
+  finished. Unfinished runs are not copied; they start again from step 0 on the new machine.
+  """
+  source, target = paths.resolve(workdir), paths.resolve(destination)
+  files = [source / "report.md", *sorted((source / "figures").glob("*.png"))]
+  for run in planned:
+    if read_record(run).get("evaluated"):
+      files += [paths.resolve(run.workdir) / name for name in RECORD_FILES]
+  copied = []
+  for path in files:
+    if path.exists():
+      copy = target / path.relative_to(source)
+      copy.parent.mkdir(parents=True, exist_ok=True)
+      copied.append(path.copy(copy, overwrite=True))
+  return [str(c) for c in copied]
+
+
 # ---- What a grid costs before it runs.
 
 def run_images(config: ml_collections.ConfigDict) -> Optional[int]:
@@ -553,6 +585,10 @@ def main(argv):
   if f.plan:
     print(cost_table(plan(f.spec, f.workdir), parse_speeds(f.images_per_s)), end="")
     return
+  if f.export:
+    copied = export(plan(f.spec, f.workdir), f.workdir, f.export)
+    print(f"copied {len(copied)} files to {f.export}")
+    return
   # The report names the command that makes the whole grid, without this sitting's limit.
   command = "python -m adcl.study " + " ".join(
       shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--max_runs"))
@@ -569,6 +605,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_runs", 0, "Stop after this many runs have finished in this "
                        "sitting (0: run the whole grid); rerun the command to go on.",
                        lower_bound=0)
+  flags.DEFINE_string("export", None, "Copy report.md, figures/ and the finished runs' records "
+                      "(no checkpoints) to this folder; run nothing. Copying its runs/ into a "
+                      "new --workdir resumes the grid there.")
   flags.DEFINE_bool("plan", False, "Print every planned run and its cost; run nothing.")
   flags.DEFINE_string("images_per_s", "", "With --plan: measured speeds, e.g. "
                       "resnet18_32px_plain=9.9,resnet18_32px_clae=5.8 (benchmarks/step_time.py).")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,10 +88,21 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   killed = json.loads((runs / "baseline" / "seed_1" / "study_run.json").read_text())
   assert not killed.get("evaluated")
 
+  # A sitting of two runs: the killed one and the next; the fourth is not started.
+  sitting = subprocess.run(command + ["--max_runs=2"], cwd=REPO, env=cli_env(devices=2),
+                           capture_output=True, text=True, timeout=600)
+  assert sitting.returncode == 0, sitting.stderr[-3000:]
+  assert "[4/4] clae seed 1: not started (--max_runs=2 runs done in this sitting)" in sitting.stdout
+  assert not (runs / "clae" / "seed_1").exists()
+  partial = (workdir / "report.md").read_text()
+  assert "Finished runs: 3 of 4. The grid is not finished" in partial
+  assert "--max_runs" not in partial  # The report names the command of the whole grid.
+
   rerun = subprocess.run(command, cwd=REPO, env=cli_env(devices=2), capture_output=True,
                          text=True, timeout=600)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "[1/4] baseline seed 0: finished earlier" in rerun.stdout
+  assert "[3/4] clae seed 0: finished earlier" in rerun.stdout
   # The finished run was neither retrained nor re-evaluated.
   assert os.stat(runs / "baseline" / "seed_0" / "eval.json").st_mtime_ns == evaluated_at
   assert json.loads(first_record.read_text())["train_segments"] == 1
@@ -116,6 +128,19 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert clae_row.count("[") == 3  # Each metric's 95% interval over the 2 paired seeds.
   for name in ("settings.png", "sweep_eps.png", "cost.png"):
     assert (workdir / "figures" / name).stat().st_size > 5000
+
+  # The records exported (no checkpoints) resume the grid in another workdir, all finished.
+  spec = study.load_config_file(spec_path)
+  exported = tmp_path / "exported"
+  copied = study.export(study.plan(spec, str(workdir)), str(workdir), str(exported))
+  assert len(copied) == 1 + 3 + 4 * len(study.RECORD_FILES)  # Report, figures, 4 runs.
+  assert not any("checkpoints" in c for c in copied)
+  assert (exported / "report.md").read_text() == report
+  shutil.copytree(exported / "runs", tmp_path / "moved" / "runs")
+  log = []
+  study.run_study(spec, str(tmp_path / "moved"), "the command", log=log.append)
+  assert sum(line.endswith(": finished earlier") for line in log) == 4
+  assert "Finished runs: 4 of 4." in (tmp_path / "moved" / "report.md").read_text()
 
   # A changed spec does not silently continue the runs made with the old one.
   changed = subprocess.run(command + ["--spec.settings.clae.overrides.adv.eps=0.1"], cwd=REPO,
