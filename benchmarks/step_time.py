@@ -3,6 +3,7 @@
     python benchmarks/step_time.py --model resnet18 --image-size 32 --channels 3 --batch 64
     python benchmarks/step_time.py --model quickstart
     python benchmarks/step_time.py --model quickstart --fractions 0.5,0.25   # adv.fraction
+    python benchmarks/step_time.py --model quickstart --width 32 --fractions 0.25  # the study's
 
 Random inputs (the step's cost does not depend on pixel values); each variant is compiled,
 warmed up, then timed over --steps steps, alternating plain and CLAE rounds so that machine
@@ -37,10 +38,11 @@ def build_config(args):
     c = quickstart.get_config()
     args.image_size, args.channels = c.data.image_size, 1
     args.batch = args.batch or c.train.batch_size
+    c.model.width = args.width or c.model.width  # A study's wider quickstart: --width 32.
   else:
     c = configs.paper_recipe("cifar10", args.loss)
     c.model.architecture = args.model
-    c.model.width = args.width
+    c.model.width = args.width or 64
     c.data.image_size = args.image_size
     c.model.stem = "cifar" if args.image_size <= 32 else "imagenet"
   c.train.batch_size = args.batch
@@ -84,7 +86,8 @@ def parse_model_arguments(description: str):
   the quickstart's."""
   parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--model", default="resnet18", help="architecture, or 'quickstart'")
-  parser.add_argument("--width", type=int, default=64)
+  parser.add_argument("--width", type=int, default=0,
+                      help="model.width (default 64, or the quickstart's own)")
   parser.add_argument("--image-size", type=int, default=32)
   parser.add_argument("--channels", type=int, default=3)
   parser.add_argument("--batch", type=int, default=0, help="global batch (default 64)")
@@ -104,6 +107,7 @@ def parse_model_arguments(description: str):
   args = parser.parse_args()
   if args.model != "quickstart":
     args.batch = args.batch or 64
+    args.width = args.width or 64
   return args
 
 
