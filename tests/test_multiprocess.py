@@ -59,7 +59,8 @@ def test_two_processes_train_like_one_process_with_as_many_devices(tmp_path, idx
 
   The two differ only in the order of float reductions. The tiny test config's lr of 0.05 makes
   training chaotic (1 vs 4 devices in one process: loss 1e-5 apart at step 2, 6% at step 5), so
-  this test trains at lr 0.01, where 1 and 4 devices stay within 5e-6 over 6 steps.
+  this test trains at lr 0.01, where 1 and 4 devices stay within 1e-5 over 2 steps and 1e-2
+  over 6.
   """
   config = write_config(tmp_path, idx_dir, **{"train.num_steps": 6, "train.log_every": 1,
                                               "train.checkpoint_every": 3, "eval.every": 3,
@@ -80,13 +81,22 @@ def test_two_processes_train_like_one_process_with_as_many_devices(tmp_path, idx
   assert [r["step"] for r in single] == [r["step"] for r in multi] == [1, 2, 3, 4, 5, 6]
   assert all(r["loss_adv"] > 1 for r in multi)  # The adversarial branch ran.
   for key in ("loss", "loss_clean", "loss_adv", "loss_gen", "grad_norm"):
-    np.testing.assert_allclose([r[key] for r in multi], [r[key] for r in single], rtol=1e-4,
-                               err_msg=key)
-  for a, b in zip(single, multi):
-    assert abs(a.get("knn_top1", 0) - b.get("knn_top1", 0)) <= 2.5  # At most 1 of 40 images.
+    ours, theirs = [r[key] for r in multi], [r[key] for r in single]
+    # Steps 1-2: the same batches through the same weights, then through the weights of one
+    # update from the same global gradient; only the reduction order differs.
+    np.testing.assert_allclose(ours[:2], theirs[:2], rtol=1e-5, err_msg=key)
+    # Later steps drift: FGSM takes the sign of the input gradient, and a component near 0 can
+    # flip with the reduction order (that pixel moves by 2 eps). Seen on one CPU: 2e-4 in
+    # loss_adv and 3e-3 in grad_norm at step 6. Other global batches would differ by percents.
+    np.testing.assert_allclose(ours, theirs, rtol=1e-2, err_msg=key)
+  # The evaluation at step 3, before the drift: at most 1 of the 40 test images differs (a
+  # near-tie of the kNN vote). At step 6 the drift has moved 3 of them on one CPU.
+  assert abs(single[2]["knn_top1"] - multi[2]["knn_top1"]) <= 2.5
   assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["3", "6"]
-  params_one = checkpoints.Checkpoints(str(tmp_path / "one")).restore_raw()["params"]
-  params_two = checkpoints.Checkpoints(str(tmp_path / "two")).restore_raw()["params"]
+  # The weights at step 3, before the drift (Adam turns a flipped gradient sign into a step
+  # of up to 2 lr: 1e-3 apart at step 6 on one CPU).
+  params_one = checkpoints.Checkpoints(str(tmp_path / "one")).restore_raw(3)["params"]
+  params_two = checkpoints.Checkpoints(str(tmp_path / "two")).restore_raw(3)["params"]
   for a, b in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_two)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # Weights are O(0.1).
 
