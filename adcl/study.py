@@ -314,7 +314,7 @@ def _overrides_text(setting) -> str:
 
 
 def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dict],
-                    command: str, title: str) -> str:
+                    command: str, title: str, figure_names: Sequence[str] = ()) -> str:
   runs = aggregate(spec, summaries)
   total = len(planned)
   lines = [f"# {title}", "", f"Produced by `{command}`.", "",
@@ -370,9 +370,8 @@ def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dic
                    + " | ".join(f"{r[m]:.2f}" for m in METRICS)
                    + f" | {r['train_seconds']:.0f}{note} | {r['eval_seconds']:.0f} | "
                    + f"{r.get('images_per_s', float('nan')):.0f} |")
-  lines += ["", "Figures: `figures/settings.png`" + (", `figures/cost.png`" if paired else "")
-            + "".join(f", `figures/sweep_{n}.png`" for n in (spec.get("sweeps") or {})) + ".",
-            ""]
+  if figure_names:
+    lines += ["", "Figures: " + ", ".join(f"[{n}](figures/{n})" for n in figure_names) + ".", ""]
   return "\n".join(lines)
 
 
@@ -428,34 +427,35 @@ def sweep_rows(spec, planned, runs, sweep) -> list:
 
 
 def write_report(spec, planned, workdir: str, command: str, title: str) -> list:
-  """report.md and its figures in `workdir`; returns the written paths."""
+  """The figures of the finished runs in `workdir`/figures, then report.md naming them;
+  returns the written paths."""
   summaries = [s for s in (run_summary(p) for p in planned) if s is not None]
   directory = paths.resolve(workdir)
-  written = [paths.write_atomic(directory / "report.md",
-                                report_markdown(spec, planned, summaries, command, title))]
   runs = aggregate(spec, summaries)
-  if not summaries:
-    return written
-  names = list(spec.settings)
-  values = {m: [[r[m] for r in runs[n].values()] for n in names] for m in METRICS}
-  seconds = [[r["train_seconds"] for r in runs[n].values()] for n in names]
-  written.append(figures.save(figures.study_settings(names, values, seconds, title),
-                              directory / "figures" / "settings.png"))
-  paired = [(n, s.baseline) for n, s in spec.settings.items() if s.get("baseline")]
-  points = [{"setting": n, "cost": time_ratio(runs, n, b),
-             **{m: paired_interval(_paired_values(runs, n, b, m)) for m in METRICS}}
-            for n, b in paired if runs[n] and runs[b]]
-  if points:
-    written.append(figures.save(
-        figures.study_cost(points, METRICS, METRIC_LABELS, f"{title}: gain against cost"),
-        directory / "figures" / "cost.png"))
-  for sweep_name, sweep in (spec.get("sweeps") or {}).items():
-    rows = [r for r in sweep_rows(spec, planned, runs, sweep) if r["n"]]
-    if rows:
+  written = []
+  if summaries:
+    names = list(spec.settings)
+    values = {m: [[r[m] for r in runs[n].values()] for n in names] for m in METRICS}
+    seconds = [[r["train_seconds"] for r in runs[n].values()] for n in names]
+    written.append(figures.save(figures.study_settings(names, values, seconds, title),
+                                directory / "figures" / "settings.png"))
+    paired = [(n, s.baseline) for n, s in spec.settings.items() if s.get("baseline")]
+    points = [{"setting": n, "cost": time_ratio(runs, n, b),
+               **{m: paired_interval(_paired_values(runs, n, b, m)) for m in METRICS}}
+              for n, b in paired if runs[n] and runs[b]]
+    if points:
       written.append(figures.save(
-          figures.study_sweep(sweep.key, rows, METRICS, METRIC_LABELS, f"{title}: {sweep_name}"),
-          directory / "figures" / f"sweep_{sweep_name}.png"))
-  return [str(w) for w in written]
+          figures.study_cost(points, METRICS, METRIC_LABELS, f"{title}: gain against cost"),
+          directory / "figures" / "cost.png"))
+    for sweep_name, sweep in (spec.get("sweeps") or {}).items():
+      rows = [r for r in sweep_rows(spec, planned, runs, sweep) if r["n"]]
+      if rows:
+        written.append(figures.save(
+            figures.study_sweep(sweep.key, rows, METRICS, METRIC_LABELS, f"{title}: {sweep_name}"),
+            directory / "figures" / f"sweep_{sweep_name}.png"))
+  report = report_markdown(spec, planned, summaries, command, title,
+                           [paths.resolve(w).name for w in written])
+  return [str(paths.write_atomic(directory / "report.md", report))] + [str(w) for w in written]
 
 
 # ---- Taking a grid's results to another machine.
@@ -539,6 +539,10 @@ def cost_table(planned: Sequence[PlannedRun], speeds: dict) -> str:
 
 # ---- The command.
 
+def title_of(spec, workdir: str) -> str:
+  return spec.get("title") or os.path.basename(os.path.normpath(workdir))
+
+
 def run_study(spec, workdir: str, command: str, max_runs: int = 0,
               log=functools.partial(print, flush=True)) -> list:
   """Every planned run (resuming), the report after each; returns the planned runs.
@@ -549,7 +553,7 @@ def run_study(spec, workdir: str, command: str, max_runs: int = 0,
   planned = plan(spec, workdir)
   for run in planned:  # Fail on a changed spec before training anything.
     check_same_config(run, read_record(run))
-  title = spec.get("title") or os.path.basename(os.path.normpath(workdir))
+  title = title_of(spec, workdir)
   evaluate_options = spec.get("evaluate") or ml_collections.ConfigDict()
   started, timed = time.perf_counter(), 0
   for index, run in enumerate(planned, 1):
@@ -585,13 +589,15 @@ def main(argv):
   if f.plan:
     print(cost_table(plan(f.spec, f.workdir), parse_speeds(f.images_per_s)), end="")
     return
-  if f.export:
-    copied = export(plan(f.spec, f.workdir), f.workdir, f.export)
+  # The report names the command that makes the whole grid, without this sitting's options.
+  command = "python -m adcl.study " + " ".join(
+      shlex.quote(a) for a in sys.argv[1:] if not a.startswith(("--max_runs", "--export")))
+  if f.export:  # The report redrawn from the finished runs, then copied with their records.
+    planned = plan(f.spec, f.workdir)
+    write_report(f.spec, planned, f.workdir, command, title_of(f.spec, f.workdir))
+    copied = export(planned, f.workdir, f.export)
     print(f"copied {len(copied)} files to {f.export}")
     return
-  # The report names the command that makes the whole grid, without this sitting's limit.
-  command = "python -m adcl.study " + " ".join(
-      shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--max_runs"))
   run_study(f.spec, f.workdir, command, max_runs=f.max_runs)
 
 
@@ -605,8 +611,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_runs", 0, "Stop after this many runs have finished in this "
                        "sitting (0: run the whole grid); rerun the command to go on.",
                        lower_bound=0)
-  flags.DEFINE_string("export", None, "Copy report.md, figures/ and the finished runs' records "
-                      "(no checkpoints) to this folder; run nothing. Copying its runs/ into a "
+  flags.DEFINE_string("export", None, "Redraw report.md and figures/ from the finished runs and "
+                      "copy them and the runs' records (no checkpoints) to this folder; train "
+                      "nothing. Copying its runs/ into a "
                       "new --workdir resumes the grid there.")
   flags.DEFINE_bool("plan", False, "Print every planned run and its cost; run nothing.")
   flags.DEFINE_string("images_per_s", "", "With --plan: measured speeds, e.g. "

@@ -128,6 +128,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert clae_row.count("[") == 3  # Each metric's 95% interval over the 2 paired seeds.
   for name in ("settings.png", "sweep_eps.png", "cost.png"):
     assert (workdir / "figures" / name).stat().st_size > 5000
+    assert f"[{name}](figures/{name})" in report
 
   # The records exported (no checkpoints) resume the grid in another workdir, all finished.
   spec = study.load_config_file(spec_path)
