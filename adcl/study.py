@@ -591,7 +591,7 @@ def main(argv):
     return
   # The report names the command that makes the whole grid, without this sitting's options.
   command = "python -m adcl.study " + " ".join(
-      shlex.quote(a) for a in sys.argv[1:] if not a.startswith(("--max_runs", "--export")))
+      shlex.quote(a) for a in _without_options(sys.argv[1:], ("--max_runs", "--export")))
   if f.export:  # The report redrawn from the finished runs, then copied with their records.
     planned = plan(f.spec, f.workdir)
     write_report(f.spec, planned, f.workdir, command, title_of(f.spec, f.workdir))
@@ -599,6 +599,19 @@ def main(argv):
     print(f"copied {len(copied)} files to {f.export}")
     return
   run_study(f.spec, f.workdir, command, max_runs=f.max_runs)
+
+
+def _without_options(args: Sequence[str], names: Sequence[str]) -> list:
+  """`args` less the options `names`, as `--name=value` or as `--name value`."""
+  kept, skip = [], False
+  for arg in args:
+    if skip:
+      skip = False
+    elif arg.split("=")[0] in names:
+      skip = "=" not in arg
+    else:
+      kept.append(arg)
+  return kept
 
 
 def define_flags() -> None:

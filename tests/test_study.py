@@ -211,6 +211,12 @@ def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
   assert spec.settings.clae_w64.baseline == "simclr_w64"
 
 
+def test_the_report_command_leaves_out_the_sitting_options():
+  args = ["--spec=s.py", "--max_runs", "2", "--workdir", "w", "--export=d", "--spec.seeds=0"]
+  assert study._without_options(args, ("--max_runs", "--export")) == [
+      "--spec=s.py", "--workdir", "w", "--spec.seeds=0"]
+
+
 def test_paired_interval_is_the_paired_t_interval():
   mean, half, n = study.paired_interval([1.0, 2.0, 3.0])
   # mean 2, sample std 1, t(0.975, 2 dof) = 4.3027.
