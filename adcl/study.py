@@ -626,8 +626,7 @@ def define_flags() -> None:
                        lower_bound=0)
   flags.DEFINE_string("export", None, "Redraw report.md and figures/ from the finished runs and "
                       "copy them and the runs' records (no checkpoints) to this folder; train "
-                      "nothing. Copying its runs/ into a "
-                      "new --workdir resumes the grid there.")
+                      "nothing. Copying its runs/ into a new --workdir resumes the grid there.")
   flags.DEFINE_bool("plan", False, "Print every planned run and its cost; run nothing.")
   flags.DEFINE_string("images_per_s", "", "With --plan: measured speeds, e.g. "
                       "resnet18_32px_plain=9.9,resnet18_32px_clae=5.8 (benchmarks/step_time.py).")

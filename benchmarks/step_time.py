@@ -42,7 +42,7 @@ def build_config(args):
   else:
     c = configs.paper_recipe("cifar10", args.loss)
     c.model.architecture = args.model
-    c.model.width = args.width or 64
+    c.model.width = args.width
     c.data.image_size = args.image_size
     c.model.stem = "cifar" if args.image_size <= 32 else "imagenet"
   c.train.batch_size = args.batch
