@@ -61,7 +61,11 @@ def one_line(error: BaseException) -> str:
 
 
 def fail(program: str, message: str, code: int):
-  print(f"{program}: {message}", file=sys.stderr)
+  """Print adcl's one line and exit. Nothing logs after it: a library's background thread
+  still running (Orbax's metadata writer after a full disk) would otherwise log its own error
+  below adcl's line, sometimes, depending on which thread finishes first."""
+  print(f"{program}: {message}", file=sys.stderr, flush=True)
+  pylogging.disable(pylogging.CRITICAL)
   sys.exit(code)
 
 

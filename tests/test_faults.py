@@ -46,6 +46,24 @@ def assert_one_line_error(result, *fragments):
     assert fragment in lines[-1], lines[-1]
 
 
+def test_the_error_line_stays_last_when_a_library_thread_logs_later(tmp_path):
+  """Orbax's metadata writer can log its own error after adcl's line (a full disk; CI saw it
+  once): here a thread that logs 0.3 s after the failure, every time."""
+  script = tmp_path / "late.py"
+  script.write_text(
+      "import threading, time\n"
+      "from absl import logging\n"
+      "from adcl import cli\n"
+      "def main(argv):\n"
+      "  threading.Thread(target=lambda: (time.sleep(0.3), logging.error('late'))).start()\n"
+      "  raise ValueError('disk full')\n"
+      "cli.run(main, 'adcl.late')\n")
+  result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=REPO, env=cli_env(), timeout=120)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == "adcl.late: error: disk full", result.stderr
+
+
 def test_a_config_file_with_a_syntax_error_is_one_line(tmp_path):
   bad = tmp_path / "bad.py"
   bad.write_text("def get_config(:\n  pass\n")
