@@ -216,9 +216,9 @@ def study_sweep(key: str, rows: Sequence[dict], metrics: Sequence[str], labels: 
 
 
 def study_cost(points: Sequence[dict], metrics: Sequence[str], labels: dict,
-               title: str = "") -> Figure:
+               title: str = "", cost_label: str = "train wall time / baseline's") -> Figure:
   """One panel per metric: each setting's paired difference to its baseline (mean and 95%
-  interval over seeds) against its cost, train wall time relative to the baseline.
+  interval over seeds) against its cost relative to the baseline (`cost_label`).
 
   points: {'setting': name, 'cost': ratio, metric: (mean, half-width, n)} per setting.
   """
@@ -232,7 +232,7 @@ def study_cost(points: Sequence[dict], metrics: Sequence[str], labels: dict,
       ax.annotate(f"{point['setting']} ({n})", (point["cost"], mean), fontsize=7,
                   xytext=(4, 4), textcoords="offset points")
     ax.axhline(0, color="grey", lw=1, ls="--")
-    ax.set(xlabel="train wall time / baseline's", ylabel="Δ top-1 (pp)",
+    ax.set(xlabel=cost_label, ylabel="Δ top-1 (pp)",
            title=f"{labels[metric]}: − baseline")
   if title:
     figure.suptitle(title)

@@ -25,6 +25,13 @@ eval.json) plus study_run.json (resolved config, wall times, state).
 A grid longer than a sitting: `--max_runs N` stops after N runs; `--export DEST` copies the
 report and the finished runs' records (no checkpoints) to DEST, and DEST/runs copied into a new
 workdir (another machine) resumes the grid there.
+
+What the attack costs: each setting's train wall time over its baseline's, and, with
+`--step_times FILE[,FILE]` (the JSON lines `benchmarks/step_time.py` prints last), its step
+time over its baseline's as timed side by side in one process. The report's cost figure uses the
+step-time ratio where the files have it: a grid run in several sittings runs on several
+machines, whose speeds differ (10-15% between this project's machines), so its wall-time ratios
+mix machines.
 """
 
 import dataclasses
@@ -314,7 +321,10 @@ def _overrides_text(setting) -> str:
 
 
 def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dict],
-                    command: str, title: str, figure_names: Sequence[str] = ()) -> str:
+                    command: str, title: str, figure_names: Sequence[str] = (),
+                    step_ratios: Optional[dict] = None) -> str:
+  """report.md; `step_ratios` ({setting: step time over its baseline's}) adds a column."""
+  step_ratios = step_ratios or {}
   runs = aggregate(spec, summaries)
   total = len(planned)
   lines = [f"# {title}", "", f"Produced by `{command}`.", "",
@@ -342,17 +352,23 @@ def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dic
   if paired:
     lines += ["", "## Against the baseline (paired by seed: setting − baseline)", "",
               "Mean difference over the seeds both settings finished, with its 95% interval "
-              "(paired t over seeds); a gain or a loss only where the interval excludes 0.", "",
+              "(paired t over seeds); a gain or a loss only where the interval excludes 0."
+              + (" Step-time ratio: the compiled steps timed side by side in one process "
+                 "(benchmarks/step_time.py, --step_times); the wall-time ratio compares runs "
+                 "that may have run on different machines." if step_ratios else ""), "",
               "| setting | baseline | paired seeds | " + " | ".join(f"Δ {METRIC_LABELS[m]}"
                                                           for m in METRICS)
-              + " | train wall time ratio |", "|" + "---|" * (len(METRICS) + 4)]
+              + " | train wall time ratio |" + (" step-time ratio |" if step_ratios else ""),
+              "|" + "---|" * (len(METRICS) + 4 + bool(step_ratios))]
     for name, baseline in paired:
       intervals = [paired_interval(_paired_values(runs, name, baseline, m)) for m in METRICS]
       ratio = _time_ratio(runs, name, baseline)
       lines.append(f"| {name} | {baseline} | {intervals[0][2]} | "
                    + " | ".join(f"{_interval_text(i)} ({verdict(i)})" if i[2] else "–"
                                 for i in intervals)
-                   + f" | {ratio} |")
+                   + f" | {ratio} |"
+                   + (f" {step_ratios[name]:.2f}x |" if name in step_ratios
+                      else " – |" if step_ratios else ""))
   for sweep_name, sweep in (spec.get("sweeps") or {}).items():
     lines += ["", f"## Sweep: {sweep_name} ({sweep.key})", "",
               f"| {sweep.key} | setting | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS)
@@ -397,6 +413,62 @@ def _pixel_lines(summaries: Sequence[dict]) -> list:
   return [part for line in lines for part in (line, "")]
 
 
+def read_step_times(files: str) -> list:
+  """The records of benchmarks/step_time.py (one JSON object per line) in the comma-separated
+  `files`; a file that is missing or holds anything else is a ValueError naming it."""
+  records = []
+  for path in filter(None, (p.strip() for p in files.split(","))):
+    try:
+      lines = paths.resolve(path).read_text().splitlines()
+    except OSError as error:
+      raise ValueError(f"--step_times: {path}: {error.strerror or error}") from None
+    for number, line in enumerate(lines, 1):
+      try:
+        record = json.loads(line) if line.strip() else None
+      except json.JSONDecodeError:
+        record = "bad"
+      if record is None:
+        continue
+      if not isinstance(record, dict) or "plain_images_per_s" not in record:
+        raise ValueError(f"--step_times: {path}:{number} is not a JSON line of "
+                         "benchmarks/step_time.py")
+      records.append(record)
+  return records
+
+
+def _seconds_per_image(record: dict, config: ml_collections.ConfigDict) -> Optional[float]:
+  """The step time per source image of `config` in a step_time record; None where the record
+  timed another model, input or batch, or not this setting's attack."""
+  model = (config.model.architecture, config.model.width, config.data.image_size,
+           config.train.batch_size, config.model.dtype)
+  if tuple(record.get(k) for k in ("architecture", "width", "image_size", "batch",
+                                   "dtype")) != model:
+    return None
+  if not config.adv.enabled:
+    variant = "plain"
+  else:
+    fraction = float(config.adv.get("fraction", 1.0))
+    variant = "clae" if fraction == 1.0 else f"clae_fraction_{fraction}"
+  images_per_s = record.get(f"{variant}_images_per_s")
+  return 1.0 / images_per_s if images_per_s else None
+
+
+def step_time_ratios(spec, planned: Sequence[PlannedRun], records: Sequence[dict]) -> dict:
+  """{setting: its step time over its baseline's}, from the first record that timed both side
+  by side; settings without such a record are left out."""
+  config_of = {p.setting: p.config for p in planned}
+  ratios = {}
+  for name, setting in spec.settings.items():
+    baseline = setting.get("baseline")
+    for record in records if baseline else ():
+      ours = _seconds_per_image(record, config_of[name])
+      theirs = _seconds_per_image(record, config_of[baseline])
+      if ours and theirs:
+        ratios[name] = ours / theirs
+        break
+  return ratios
+
+
 def time_ratio(runs, name, baseline) -> float:
   """Mean train wall time of `name` over that of `baseline` (nan if either has no run)."""
   ours = [r["train_seconds"] for r in runs.get(name, {}).values()]
@@ -426,9 +498,11 @@ def sweep_rows(spec, planned, runs, sweep) -> list:
   return rows
 
 
-def write_report(spec, planned, workdir: str, command: str, title: str) -> list:
+def write_report(spec, planned, workdir: str, command: str, title: str,
+                 step_times: Sequence[dict] = ()) -> list:
   """The figures of the finished runs in `workdir`/figures, then report.md naming them;
-  returns the written paths."""
+  returns the written paths. `step_times`: benchmarks/step_time.py records (read_step_times)."""
+  step_ratios = step_time_ratios(spec, planned, step_times)
   summaries = [s for s in (run_summary(p) for p in planned) if s is not None]
   directory = paths.resolve(workdir)
   runs = aggregate(spec, summaries)
@@ -439,13 +513,18 @@ def write_report(spec, planned, workdir: str, command: str, title: str) -> list:
     seconds = [[r["train_seconds"] for r in runs[n].values()] for n in names]
     written.append(figures.save(figures.study_settings(names, values, seconds, title),
                                 directory / "figures" / "settings.png"))
-    paired = [(n, s.baseline) for n, s in spec.settings.items() if s.get("baseline")]
-    points = [{"setting": n, "cost": time_ratio(runs, n, b),
+    paired = [(n, s.baseline) for n, s in spec.settings.items()
+              if s.get("baseline") and runs[n] and runs[s.baseline]]
+    # The step-time ratio where every point has one (one machine, side by side), else wall time.
+    by_step = bool(paired) and all(n in step_ratios for n, _ in paired)
+    points = [{"setting": n, "cost": step_ratios[n] if by_step else time_ratio(runs, n, b),
                **{m: paired_interval(_paired_values(runs, n, b, m)) for m in METRICS}}
-              for n, b in paired if runs[n] and runs[b]]
+              for n, b in paired]
     if points:
       written.append(figures.save(
-          figures.study_cost(points, METRICS, METRIC_LABELS, f"{title}: gain against cost"),
+          figures.study_cost(points, METRICS, METRIC_LABELS, f"{title}: gain against cost",
+                             "step time / baseline's" if by_step
+                             else "train wall time / baseline's"),
           directory / "figures" / "cost.png"))
     for sweep_name, sweep in (spec.get("sweeps") or {}).items():
       rows = [r for r in sweep_rows(spec, planned, runs, sweep) if r["n"]]
@@ -454,7 +533,7 @@ def write_report(spec, planned, workdir: str, command: str, title: str) -> list:
             figures.study_sweep(sweep.key, rows, METRICS, METRIC_LABELS, f"{title}: {sweep_name}"),
             directory / "figures" / f"sweep_{sweep_name}.png"))
   report = report_markdown(spec, planned, summaries, command, title,
-                           [paths.resolve(w).name for w in written])
+                           [paths.resolve(w).name for w in written], step_ratios)
   return [str(paths.write_atomic(directory / "report.md", report))] + [str(w) for w in written]
 
 
@@ -544,7 +623,7 @@ def title_of(spec, workdir: str) -> str:
 
 
 def run_study(spec, workdir: str, command: str, max_runs: int = 0,
-              log=functools.partial(print, flush=True)) -> list:
+              log=functools.partial(print, flush=True), step_times: Sequence[dict] = ()) -> list:
   """Every planned run (resuming), the report after each; returns the planned runs.
 
   max_runs > 0 stops after that many runs of this sitting have finished, so that a grid of
@@ -574,8 +653,8 @@ def run_study(spec, workdir: str, command: str, max_runs: int = 0,
     log(f"{label}: done in {time.perf_counter() - begin:.0f} s (train {record['train_seconds']:.0f} s)"
         f" | kNN {result['knn_top1_backbone']:.2f}% | linear {result['linear_top1']:.2f}%"
         f" | {remaining} runs left, about {remaining * per_run / 60:.0f} min")
-    write_report(spec, planned, workdir, command, title)
-  for path in write_report(spec, planned, workdir, command, title):
+    write_report(spec, planned, workdir, command, title, step_times)
+  for path in write_report(spec, planned, workdir, command, title, step_times):
     log(f"wrote {path}")
   return planned
 
@@ -592,13 +671,14 @@ def main(argv):
   # The report names the command that makes the whole grid, without this sitting's options.
   command = "python -m adcl.study " + " ".join(
       shlex.quote(a) for a in _without_options(sys.argv[1:], ("--max_runs", "--export")))
+  step_times = read_step_times(f.step_times)  # Before anything runs: a bad file is named.
   if f.export:  # The report redrawn from the finished runs, then copied with their records.
     planned = plan(f.spec, f.workdir)
-    write_report(f.spec, planned, f.workdir, command, title_of(f.spec, f.workdir))
+    write_report(f.spec, planned, f.workdir, command, title_of(f.spec, f.workdir), step_times)
     copied = export(planned, f.workdir, f.export)
     print(f"copied {len(copied)} files to {f.export}")
     return
-  run_study(f.spec, f.workdir, command, max_runs=f.max_runs)
+  run_study(f.spec, f.workdir, command, max_runs=f.max_runs, step_times=step_times)
 
 
 def _without_options(args: Sequence[str], names: Sequence[str]) -> list:
@@ -627,6 +707,9 @@ def define_flags() -> None:
   flags.DEFINE_string("export", None, "Redraw report.md and figures/ from the finished runs and "
                       "copy them and the runs' records (no checkpoints) to this folder; train "
                       "nothing. Copying its runs/ into a new --workdir resumes the grid there.")
+  flags.DEFINE_string("step_times", "", "Comma-separated files of benchmarks/step_time.py's "
+                      "JSON lines: the report's step-time ratio of each setting to its "
+                      "baseline, and the cost figure's axis.")
   flags.DEFINE_bool("plan", False, "Print every planned run and its cost; run nothing.")
   flags.DEFINE_string("images_per_s", "", "With --plan: measured speeds, e.g. "
                       "resnet18_32px_plain=9.9,resnet18_32px_clae=5.8 (benchmarks/step_time.py).")

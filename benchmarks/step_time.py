@@ -128,7 +128,7 @@ def main():
     batch = {k: rng.normal(size=shape).astype(np.float32) for k in ("view1", "view2")}
   batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
   variants = [("plain", False, 1.0), ("clae", True, 1.0)] + [
-      (f"clae_fraction_{f}", True, float(f)) for f in args.fractions.split(",") if f]
+      (f"clae_fraction_{float(f)}", True, float(f)) for f in args.fractions.split(",") if f]
   runs, compile_s = {}, {}
   for impl, config in configs_by_impl.items():
     for name, adv, fraction in variants:
@@ -162,7 +162,8 @@ def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compi
       fractions[f"{name}_over_plain_time"] = round(seconds[name] / seconds["plain"], 3)
       fractions[f"{name}_gflop_per_step"] = round(step_gflop[name], 4)
   return {
-      "model": args.model, "width": config.model.width, "views": args.views,
+      "model": args.model, "architecture": config.model.architecture,
+      "width": config.model.width, "views": args.views,
       "dtype": args.dtype,
       "conv_impl": impl, "image_size": args.image_size,
       "channels": args.channels, "batch": args.batch, "loss": config.loss.name,

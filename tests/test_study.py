@@ -150,6 +150,32 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert "was made with another config (adv.eps 0.05 -> 0.1)" in changed.stderr
   assert (workdir / "report.md").read_text() == report
 
+  # Step times of benchmarks/step_time.py (another model's record is not used): the ratio
+  # column, and the cost figure's axis.
+  planned = study.plan(spec, str(workdir))
+  c = planned[0].config
+  timed = {"architecture": c.model.architecture, "width": c.model.width, "batch": c.train.batch_size,
+           "image_size": c.data.image_size, "dtype": c.model.dtype,
+           "plain_images_per_s": 100.0, "clae_images_per_s": 40.0}
+  lines = [dict(timed, width=c.model.width * 2, clae_images_per_s=10.0), timed]
+  (tmp_path / "step_time.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n")
+  step_times = study.read_step_times(str(tmp_path / "step_time.jsonl"))
+  assert study.step_time_ratios(spec, planned, step_times) == {"clae": 2.5}
+  study.write_report(spec, planned, str(workdir), "the command", "tiny", step_times)
+  clae_row = next(l for l in (workdir / "report.md").read_text().splitlines()
+                  if l.startswith("| clae | baseline | 2 |"))
+  assert clae_row.endswith("| 2.50x |")
+  assert (workdir / "figures" / "cost.png").stat().st_size > 5000
+
+
+def test_step_time_files_that_are_not_the_benchmarks_are_named(tmp_path):
+  with pytest.raises(ValueError, match=r"--step_times: .*missing.jsonl: No such file"):
+    study.read_step_times(str(tmp_path / "missing.jsonl"))
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"plain_images_per_s": 1.0}\n\nround 1/2: plain 0.3s\n')
+  with pytest.raises(ValueError, match=r"bad.jsonl:3 is not a JSON line of benchmarks/step_time"):
+    study.read_step_times(f"{bad},")
+
 
 def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
   spec = study.load_config_file(os.path.join(REPO, "configs", "studies", "paper_grid.py"))
