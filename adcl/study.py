@@ -423,12 +423,12 @@ def read_step_times(files: str) -> list:
     except OSError as error:
       raise ValueError(f"--step_times: {path}: {error.strerror or error}") from None
     for number, line in enumerate(lines, 1):
-      try:
-        record = json.loads(line) if line.strip() else None
-      except json.JSONDecodeError:
-        record = "bad"
-      if record is None:
+      if not line.strip():
         continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        record = None
       if not isinstance(record, dict) or "plain_images_per_s" not in record:
         raise ValueError(f"--step_times: {path}:{number} is not a JSON line of "
                          "benchmarks/step_time.py")
@@ -460,7 +460,9 @@ def step_time_ratios(spec, planned: Sequence[PlannedRun], records: Sequence[dict
   ratios = {}
   for name, setting in spec.settings.items():
     baseline = setting.get("baseline")
-    for record in records if baseline else ():
+    if not baseline:
+      continue
+    for record in records:
       ours = _seconds_per_image(record, config_of[name])
       theirs = _seconds_per_image(record, config_of[baseline])
       if ours and theirs:
