@@ -31,7 +31,7 @@ What the attack costs: each setting's train wall time over its baseline's, and, 
 time over its baseline's as timed side by side in one process. The report's cost figure uses the
 step-time ratio where the files have it: a grid run in several sittings runs on several
 machines, whose speeds differ (10-15% between this project's machines), so its wall-time ratios
-mix machines.
+mix machines. `--plan` prints every run and, from the same records, its hours.
 """
 
 import dataclasses
@@ -436,21 +436,28 @@ def read_step_times(files: str) -> list:
   return records
 
 
-def _seconds_per_image(record: dict, config: ml_collections.ConfigDict) -> Optional[float]:
-  """The step time per source image of `config` in a step_time record; None where the record
-  timed another model, input or batch, or not this setting's attack."""
-  model = (config.model.architecture, config.model.width, config.data.image_size,
-           config.train.batch_size, config.model.dtype)
-  if tuple(record.get(k) for k in ("architecture", "width", "image_size", "batch",
-                                   "dtype")) != model:
-    return None
+def model_key(config: ml_collections.ConfigDict) -> tuple:
+  """What a step's speed depends on, as a step_time record names it: (architecture, width,
+  image_size, batch, dtype, variant); variant is 'plain', 'clae' or 'clae_fraction_F'."""
   if not config.adv.enabled:
     variant = "plain"
   else:
     fraction = float(config.adv.get("fraction", 1.0))
     variant = "clae" if fraction == 1.0 else f"clae_fraction_{fraction}"
-  images_per_s = record.get(f"{variant}_images_per_s")
-  return 1.0 / images_per_s if images_per_s else None
+  return (config.model.architecture, config.model.width, config.data.image_size,
+          config.train.batch_size, config.model.dtype, variant)
+
+
+def measured_images_per_s(records: Sequence[dict], config: ml_collections.ConfigDict,
+                          ) -> Optional[float]:
+  """Source images/s of `config`'s step in the first step_time record that timed its model,
+  input, batch and attack; None where no record did."""
+  *model, variant = model_key(config)
+  for record in records:
+    if [record.get(k) for k in ("architecture", "width", "image_size", "batch",
+                                "dtype")] == model and record.get(f"{variant}_images_per_s"):
+      return record[f"{variant}_images_per_s"]
+  return None
 
 
 def step_time_ratios(spec, planned: Sequence[PlannedRun], records: Sequence[dict]) -> dict:
@@ -462,11 +469,11 @@ def step_time_ratios(spec, planned: Sequence[PlannedRun], records: Sequence[dict
     baseline = setting.get("baseline")
     if not baseline:
       continue
-    for record in records:
-      ours = _seconds_per_image(record, config_of[name])
-      theirs = _seconds_per_image(record, config_of[baseline])
+    for record in records:  # Both from one record: timed side by side.
+      ours = measured_images_per_s([record], config_of[name])
+      theirs = measured_images_per_s([record], config_of[baseline])
       if ours and theirs:
-        ratios[name] = ours / theirs
+        ratios[name] = theirs / ours
         break
   return ratios
 
@@ -580,41 +587,28 @@ def run_images(config: ml_collections.ConfigDict) -> Optional[int]:
   return config.train.num_epochs * (size // config.train.batch_size) * config.train.batch_size
 
 
-def parse_speeds(text: str) -> dict:
-  """'resnet18_32px_plain=9.9,resnet18_32px_clae=5.8' -> {'resnet18_32px_plain': 9.9, ...}."""
-  speeds = {}
-  for item in filter(None, (t.strip() for t in text.split(","))):
-    key, _, value = item.partition("=")
-    try:
-      speeds[key.strip()] = float(value)
-    except ValueError:
-      raise ValueError(f"--images_per_s: {item!r} is not MODEL_SIZEpx_plain=N or "
-                       "MODEL_SIZEpx_clae=N (e.g. resnet18_32px_clae=5.8)") from None
-  return speeds
-
-
-def speed_key(config: ml_collections.ConfigDict) -> str:
-  """'resnet18_32px_clae': what a step's images/s depends on (model, crop side, attack)."""
-  return (f"{config.model.architecture}_{config.data.image_size}px_"
-          f"{'clae' if config.adv.enabled else 'plain'}")
-
-
-def cost_table(planned: Sequence[PlannedRun], speeds: dict) -> str:
-  """Markdown: every planned run, the images it trains on and, where `speeds` (images/s by
-  speed_key) has its model, the hours it takes at that speed."""
-  lines = ["| run | data | speed key | epochs | images (M) | images/s | hours |",
-           "|---|---|---|---|---|---|---|"]
-  total = 0.0
+def cost_table(planned: Sequence[PlannedRun], step_times: Sequence[dict]) -> str:
+  """Markdown: every planned run, its model key, the images it trains on and, where a
+  step_time record (read_step_times) timed that model, the hours it takes at that speed; the
+  runs the workdir has finished are marked, and the hours still to run summed apart."""
+  lines = ["| run | data | model (arch, width, px, batch, dtype, step) | epochs | images (M) "
+           "| images/s | hours |", "|---|---|---|---|---|---|---|"]
+  total, left, unmeasured = 0.0, 0.0, 0
   for run in planned:
     c, images = run.config, run_images(run.config)
-    speed = speeds.get(speed_key(c))
+    speed = measured_images_per_s(step_times, c)
     hours = images / speed / 3600 if images and speed else None
+    done = bool(read_record(run).get("evaluated"))
     total += hours or 0.0
-    lines.append(f"| {run.setting} seed {run.seed} | {c.data.name} | {speed_key(c)} | "
+    left += 0.0 if done else hours or 0.0
+    unmeasured += hours is None
+    lines.append(f"| {run.setting} seed {run.seed}{' (done)' if done else ''} | {c.data.name} | "
+                 f"{' '.join(map(str, model_key(c)))} | "
                  f"{c.train.num_epochs if c.train.num_steps <= 0 else '–'} | "
                  f"{images / 1e6 if images else float('nan'):.1f} | "
                  f"{speed if speed else '–'} | {f'{hours:.1f}' if hours else '–'} |")
-  lines.append(f"| all | | | | | | {total:.1f} |")
+  lines.append(f"| all | | | | | | {total:.1f}, {left:.1f} left"
+               f"{f' (+{unmeasured} runs not timed)' if unmeasured else ''} |")
   return "\n".join(lines) + "\n"
 
 
@@ -667,13 +661,13 @@ def main(argv):
   f = flags.FLAGS
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected arguments {argv[1:]}")
+  step_times = read_step_times(f.step_times)  # Before anything runs: a bad file is named.
   if f.plan:
-    print(cost_table(plan(f.spec, f.workdir), parse_speeds(f.images_per_s)), end="")
+    print(cost_table(plan(f.spec, f.workdir), step_times), end="")
     return
   # The report names the command that makes the whole grid, without this sitting's options.
   command = "python -m adcl.study " + " ".join(
       shlex.quote(a) for a in _without_options(sys.argv[1:], ("--max_runs", "--export")))
-  step_times = read_step_times(f.step_times)  # Before anything runs: a bad file is named.
   if f.export:  # The report redrawn from the finished runs, then copied with their records.
     planned = plan(f.spec, f.workdir)
     write_report(f.spec, planned, f.workdir, command, title_of(f.spec, f.workdir), step_times)
@@ -711,10 +705,9 @@ def define_flags() -> None:
                       "nothing. Copying its runs/ into a new --workdir resumes the grid there.")
   flags.DEFINE_string("step_times", "", "Comma-separated files of benchmarks/step_time.py's "
                       "JSON lines: the report's step-time ratio of each setting to its "
-                      "baseline, and the cost figure's axis.")
-  flags.DEFINE_bool("plan", False, "Print every planned run and its cost; run nothing.")
-  flags.DEFINE_string("images_per_s", "", "With --plan: measured speeds, e.g. "
-                      "resnet18_32px_plain=9.9,resnet18_32px_clae=5.8 (benchmarks/step_time.py).")
+                      "baseline, the cost figure's axis, and --plan's speeds.")
+  flags.DEFINE_bool("plan", False, "Print every planned run and, for the models that "
+                    "--step_times timed, its hours; run nothing.")
   flags.mark_flags_as_required(["spec"])
 
 

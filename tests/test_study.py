@@ -97,6 +97,9 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   partial = (workdir / "report.md").read_text()
   assert "Finished runs: 3 of 4. The grid is not finished" in partial
   assert "--max_runs" not in partial  # The report names the command of the whole grid.
+  # --plan marks what this workdir has finished.
+  table = study.cost_table(study.plan(study.load_config_file(spec_path), str(workdir)), [])
+  assert "| baseline seed 0 (done) |" in table and "| clae seed 1 |" in table
 
   rerun = subprocess.run(command, cwd=REPO, env=cli_env(devices=2), capture_output=True,
                          text=True, timeout=600)
@@ -192,12 +195,19 @@ def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
   assert spec.settings["cifar10_uel_resnet18_clae"].baseline == "cifar10_uel_resnet18_baseline"
   # 100 epochs of the 195 full batches of 256 that CIFAR's 50,000 images give.
   assert study.run_images(by_name["cifar10_simclr_resnet18_clae"]) == 100 * 195 * 256
-  table = study.cost_table(runs, study.parse_speeds("resnet18_32px_clae=1000"))
+  # --plan's hours come from a benchmarks/step_time.py record of the same model and batch.
+  c = by_name["cifar10_simclr_resnet18_clae"]
+  record = {"architecture": "resnet18", "width": c.model.width, "image_size": 32,
+            "batch": 256, "dtype": c.model.dtype, "plain_images_per_s": 2000.0,
+            "clae_images_per_s": 1000.0}
+  table = study.cost_table(runs, [record, dict(record, batch=128, clae_images_per_s=1.0)])
   row = next(l for l in table.splitlines() if l.startswith("| cifar10_simclr_resnet18_clae "))
+  assert f" resnet18 {c.model.width} 32 256 {c.model.dtype} clae |" in row
   assert row.endswith(f"| 1000.0 | {100 * 195 * 256 / 1000 / 3600:.1f} |")
-  assert "| resnet50_32px_plain | 301 | 15.0 | – | – |" in table
-  with pytest.raises(ValueError, match="--images_per_s: 'resnet18' is not"):
-    study.parse_speeds("resnet18")
+  row = next(l for l in table.splitlines() if l.startswith("| cifar10_simclr_resnet50_clae "))
+  assert row.endswith("| 100 | 5.0 | – | – |")  # No record timed ResNet-50.
+  # The records time CIFAR's ResNet-18 (batch 256 or 128): 12 of the 36 runs.
+  assert table.splitlines()[-1].endswith("(+24 runs not timed) |")
 
 
 def test_fashion_mnist_study_spec_is_the_issue_grid(tmp_path):

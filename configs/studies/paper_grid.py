@@ -3,11 +3,13 @@
 script's recipe (docs/method.md §4; configs/DATASET_METHOD.py), one seed.
 
     python -m adcl.study --spec configs/studies/paper_grid.py --workdir gs://BUCKET/paper_grid
-    python -m adcl.study --spec configs/studies/paper_grid.py --workdir DIR --plan \\
-        --images_per_s=resnet18_32px_plain=...,resnet18_32px_clae=...,resnet18_64px_plain=...
+    python benchmarks/step_time.py --model resnet18 --batch 256 | tail -1 >> step_times.jsonl
+    python -m adcl.study --spec configs/studies/paper_grid.py --workdir DIR --plan \
+        --step_times=step_times.jsonl
 
---plan prints every run, the images it trains on and, from the images/s you measured with
-benchmarks/step_time.py on your machine, its hours. Narrow the grid from the command line,
+--plan prints every run, the model its speed depends on (architecture, width, input, batch,
+dtype, attack), the images it trains on and, for each model a record of
+benchmarks/step_time.py timed on your machine, its hours. Narrow the grid from the command line,
 e.g. --spec.seeds=0,1,2 for three seeds. Tiny ImageNet runs read data/tiny-imagenet-200
 (see configs/tiny_imagenet_*.py).
 """
