@@ -600,7 +600,7 @@ def cost_table(planned: Sequence[PlannedRun], step_times: Sequence[dict]) -> str
     hours = images / speed / 3600 if images and speed else None
     done = bool(read_record(run).get("evaluated"))
     total += hours or 0.0
-    left += 0.0 if done else hours or 0.0
+    left += 0.0 if done else (hours or 0.0)
     unmeasured += hours is None
     lines.append(f"| {run.setting} seed {run.seed}{' (done)' if done else ''} | {c.data.name} | "
                  f"{' '.join(map(str, model_key(c)))} | "

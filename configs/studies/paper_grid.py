@@ -4,7 +4,7 @@ script's recipe (docs/method.md §4; configs/DATASET_METHOD.py), one seed.
 
     python -m adcl.study --spec configs/studies/paper_grid.py --workdir gs://BUCKET/paper_grid
     python benchmarks/step_time.py --model resnet18 --batch 256 | tail -1 >> step_times.jsonl
-    python -m adcl.study --spec configs/studies/paper_grid.py --workdir DIR --plan \
+    python -m adcl.study --spec configs/studies/paper_grid.py --workdir DIR --plan \\
         --step_times=step_times.jsonl
 
 --plan prints every run, the model its speed depends on (architecture, width, input, batch,
