@@ -587,6 +587,38 @@ def run_images(config: ml_collections.ConfigDict) -> Optional[int]:
   return config.train.num_epochs * (size // config.train.batch_size) * config.train.batch_size
 
 
+def step_hours(run: PlannedRun, step_times: Sequence[dict]) -> Optional[float]:
+  """Hours `run`'s training steps take at the speed of the step_time record that timed its
+  model (measured_images_per_s); None where no record did or the dataset's size is unknown."""
+  images, speed = run_images(run.config), measured_images_per_s(step_times, run.config)
+  return images / speed / 3600 if images and speed else None
+
+
+def time_left(planned: Sequence[PlannedRun], finished_here: Sequence[PlannedRun],
+              seconds_here: float, step_times: Sequence[dict]) -> str:
+  """'N runs left, about M min (how)': the unfinished runs of `planned`, estimated from the
+  runs this sitting finished in `seconds_here`.
+
+  Where step_time records time every one of those runs, the runs left take their step hours
+  times this sitting's wall time over its step hours (evaluation and the input included):
+  a grid's runs differ in width and attack, so a mean time per run misleads (here a width-64
+  CLAE run's steps take 5x a width-32 SimCLR run's). Otherwise this sitting's mean per run.
+  """
+  left = [run for run in planned if not read_record(run).get("evaluated")]
+  if not left:
+    return "no runs left"
+  hours_here = [step_hours(run, step_times) for run in finished_here]
+  hours_left = [step_hours(run, step_times) for run in left]
+  if finished_here and None not in hours_here + hours_left:
+    overhead = seconds_here / 3600 / sum(hours_here)
+    minutes = sum(hours_left) * 60 * overhead
+    how = f"their step times x {overhead:.2f}, this sitting's wall over step time"
+  else:
+    minutes = len(left) * seconds_here / max(len(finished_here), 1) / 60
+    how = "this sitting's mean per run"
+  return f"{len(left)} runs left, about {minutes:.0f} min ({how})"
+
+
 def cost_table(planned: Sequence[PlannedRun], step_times: Sequence[dict]) -> str:
   """Markdown: every planned run, its model key, the images it trains on and, where a
   step_time record (read_step_times) timed that model, the hours it takes at that speed; the
@@ -596,8 +628,7 @@ def cost_table(planned: Sequence[PlannedRun], step_times: Sequence[dict]) -> str
   total, left, unmeasured = 0.0, 0.0, 0
   for run in planned:
     c, images = run.config, run_images(run.config)
-    speed = measured_images_per_s(step_times, c)
-    hours = images / speed / 3600 if images and speed else None
+    speed, hours = measured_images_per_s(step_times, c), step_hours(run, step_times)
     done = bool(read_record(run).get("evaluated"))
     total += hours or 0.0
     left += 0.0 if done else (hours or 0.0)
@@ -630,25 +661,23 @@ def run_study(spec, workdir: str, command: str, max_runs: int = 0,
     check_same_config(run, read_record(run))
   title = title_of(spec, workdir)
   evaluate_options = spec.get("evaluate") or ml_collections.ConfigDict()
-  started, timed = time.perf_counter(), 0
+  started, finished_here = time.perf_counter(), []
   for index, run in enumerate(planned, 1):
     label = f"[{index}/{len(planned)}] {run.setting} seed {run.seed}"
     if read_record(run).get("evaluated"):
       log(f"{label}: finished earlier")
       continue
-    if max_runs and timed >= max_runs:
+    if max_runs and len(finished_here) >= max_runs:
       log(f"{label}: not started (--max_runs={max_runs} runs done in this sitting)")
       break
     log(f"{label}: running in {run.workdir}")
     begin = time.perf_counter()
     record = execute(run, evaluate_options)
-    timed += 1
-    remaining = sum(not read_record(p).get("evaluated") for p in planned)
-    per_run = (time.perf_counter() - started) / timed
+    finished_here.append(run)
     result = json.loads((paths.resolve(run.workdir) / "eval.json").read_text())
     log(f"{label}: done in {time.perf_counter() - begin:.0f} s (train {record['train_seconds']:.0f} s)"
         f" | kNN {result['knn_top1_backbone']:.2f}% | linear {result['linear_top1']:.2f}%"
-        f" | {remaining} runs left, about {remaining * per_run / 60:.0f} min")
+        f" | {time_left(planned, finished_here, time.perf_counter() - started, step_times)}")
     write_report(spec, planned, workdir, command, title, step_times)
   for path in write_report(spec, planned, workdir, command, title, step_times):
     log(f"wrote {path}")

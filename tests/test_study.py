@@ -263,3 +263,29 @@ def test_paired_interval_is_the_paired_t_interval():
   assert study.verdict(study.paired_interval([0.5])) == "1 seed"
   # One accuracy of 85% on 10,000 images: a binomial std of 0.357 points.
   assert study.sampling_noise(85.0, 10_000) == pytest.approx(0.3571, rel=1e-3)
+
+
+def test_time_left_weighs_the_runs_left_by_their_step_times(tmp_path):
+  spec = study.load_config_file(
+      os.path.join(REPO, "configs", "studies", "fashion_mnist_learned.py"))
+  planned = study.plan(spec, str(tmp_path))
+  *width_32, simclr_w64, clae_w64 = planned
+  for run in width_32:
+    study._write_record(run, {"evaluated": True})
+  docs = os.path.join(REPO, "docs", "study_fashion_mnist_learned")
+  step_times = study.read_step_times(
+      f"{docs}/step_time_w32.jsonl,{docs}/step_time_w64.jsonl")
+  # The last width-32 run finished in this sitting, in 1.1x its step hours.
+  last_hours = study.step_hours(width_32[-1], step_times)
+  text = study.time_left(planned, width_32[-1:], 1.1 * last_hours * 3600, step_times)
+  hours_left = study.step_hours(simclr_w64, step_times) + study.step_hours(clae_w64, step_times)
+  assert text.startswith(f"2 runs left, about {1.1 * hours_left * 60:.0f} min (")
+  assert "x 1.10" in text
+  # The width-64 pair takes over 6x the sitting's run, not 2x.
+  assert hours_left > 6 * last_hours
+  # Without a record of the runs left: this sitting's mean per run.
+  text = study.time_left(planned, width_32[-1:], 600.0, step_times[:1])
+  assert text == "2 runs left, about 20 min (this sitting's mean per run)"
+  study._write_record(simclr_w64, {"evaluated": True})
+  study._write_record(clae_w64, {"evaluated": True})
+  assert study.time_left(planned, width_32[-1:], 600.0, step_times) == "no runs left"
