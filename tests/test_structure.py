@@ -1,6 +1,7 @@
 """The package's shape: nothing global changes on import, no import cycle, one build path."""
 
 import ast
+import gc
 import os
 import pkgutil
 import subprocess
@@ -43,11 +44,31 @@ def test_importing_every_module_leaves_the_environment_alone():
   assert result.stdout.strip().splitlines()[-1] == "{}"
 
 
+def _parse(path: str) -> ast.Module:
+  """`ast.parse` with the garbage collector held off.
+
+  CPython 3.11 keeps the AST converter's recursion count in state the whole interpreter shares
+  (CPython gh-106905): a collection that runs a finalizer in the middle of the conversion (the
+  suite leaves TensorStore and file objects to the collector) lets other Python code run, and
+  another parse from there fails this one with "AST constructor recursion depth mismatch". It
+  failed CI once. With the collector off no Python code runs inside the conversion."""
+  with open(path) as f:
+    source = f.read()
+  was_enabled = gc.isenabled()
+  gc.collect()
+  gc.disable()
+  try:
+    return ast.parse(source, filename=path)
+  finally:
+    if was_enabled:
+      gc.enable()
+
+
 def _imports(path: str, module: str) -> set[str]:
   """adcl modules that `path` imports anywhere (top level or inside functions)."""
   found = set()
   package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
-  for node in ast.walk(ast.parse(open(path).read())):
+  for node in ast.walk(_parse(path)):
     if isinstance(node, ast.Import):
       found |= {a.name for a in node.names if a.name.startswith("adcl")}
     elif isinstance(node, ast.ImportFrom):
