@@ -15,6 +15,8 @@ A spec file's `get_config()` returns a ConfigDict:
             'config': optional config file of its own}}, run in this order (build it as
             ConfigDict(sort_keys=False)). A setting with a baseline gets a setting - baseline
             row in the report, paired by seed.
+  comparisons  optional ((setting, other setting), ...): more paired rows than the baselines,
+            e.g. the cheap attack against the full one.
   sweeps    {name: {'key': 'adv.eps', 'settings': (names...)}}: a table and a plot of each
             setting's metrics and difference to its baseline against the value at `key`.
   evaluate  {'robust_examples': int (0: no attacks), 'figures': bool (each run's own figures)}.
@@ -141,6 +143,10 @@ def plan(spec: ml_collections.ConfigDict, workdir: str) -> list:
       config.seed = int(seed)
       runs.append(PlannedRun(name, int(seed), config,
                              str(paths.resolve(workdir) / "runs" / name / f"seed_{seed}")))
+  for index, pair in enumerate(spec.get("comparisons") or ()):
+    if len(pair) != 2 or any(name not in spec.settings for name in pair):
+      raise ValueError(f"spec.comparisons[{index}]: {tuple(pair)!r} is not a (setting, setting) "
+                       f"pair of {sorted(spec.settings)}")
   for name, sweep in (spec.get("sweeps") or {}).items():
     for setting in sweep.settings:
       if setting not in spec.settings:
@@ -279,6 +285,24 @@ def verdict(interval) -> str:
   return "gain" if mean - half > 0 else "loss" if mean + half < 0 else "within noise"
 
 
+def multiplicity_text(runs: dict, pairs: Sequence[tuple]) -> str:
+  """What the table's intervals mean together: of k intervals at 95%, about k/20 exclude 0 by
+  chance alone, so each verdict is checked again at the Bonferroni level 1 - 0.05/k."""
+  values = [(name, other, m, _paired_values(runs, name, other, m))
+            for name, other in pairs for m in METRICS]
+  values = [v for v in values if len(v[3]) >= 2]
+  k = len(values)
+  if not k:
+    return "No interval yet: a paired interval needs two seeds of both settings."
+  kept = [f"{name} − {other} {METRIC_LABELS[m]}: {_interval_text(i)}"
+          for name, other, m, diffs in values
+          for i in [paired_interval(diffs, 1 - 0.05 / k)] if verdict(i) != "within noise"]
+  return (f"{k} intervals of 2 seeds or more: at 95% each, about {k / 20:.1f} would exclude 0 "
+          f"by chance alone. At the Bonferroni level ({100 - 5 / k:.2f}% each, 95% for the "
+          "family), " + ("; ".join(kept) + " still exclude 0." if kept
+                         else "none excludes 0: a verdict above is a lead, not a finding."))
+
+
 def _interval_text(interval) -> str:
   mean, half, n = interval
   if n == 0:
@@ -323,7 +347,7 @@ def _overrides_text(setting) -> str:
 def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dict],
                     command: str, title: str, figure_names: Sequence[str] = (),
                     step_ratios: Optional[dict] = None) -> str:
-  """report.md; `step_ratios` ({setting: step time over its baseline's}) adds a column."""
+  """report.md; `step_ratios` ({(setting, other): step time over the other's}) adds a column."""
   step_ratios = step_ratios or {}
   runs = aggregate(spec, summaries)
   total = len(planned)
@@ -348,7 +372,7 @@ def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dic
                  + f" | {_pm(mean_std([r['train_seconds'] for r in done.values()]), 0)}"
                  + f" | {_pm(mean_std([r.get('images_per_s', np.nan) for r in done.values()]), 0)} |")
   lines += ["", *_pixel_lines(summaries)]
-  paired = [(n, s.baseline) for n, s in spec.settings.items() if s.get("baseline")]
+  paired = comparisons(spec)
   if paired:
     lines += ["", "## Against the baseline (paired by seed: setting − baseline)", "",
               "Mean difference over the seeds both settings finished, with its 95% interval "
@@ -367,8 +391,9 @@ def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dic
                    + " | ".join(f"{_interval_text(i)} ({verdict(i)})" if i[2] else "–"
                                 for i in intervals)
                    + f" | {ratio} |"
-                   + (f" {step_ratios[name]:.2f}x |" if name in step_ratios
+                   + (f" {step_ratios[name, baseline]:.2f}x |" if (name, baseline) in step_ratios
                       else " – |" if step_ratios else ""))
+    lines += ["", multiplicity_text(runs, paired)]
   for sweep_name, sweep in (spec.get("sweeps") or {}).items():
     lines += ["", f"## Sweep: {sweep_name} ({sweep.key})", "",
               f"| {sweep.key} | setting | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRICS)
@@ -460,20 +485,24 @@ def measured_images_per_s(records: Sequence[dict], config: ml_collections.Config
   return None
 
 
+def comparisons(spec) -> list:
+  """The report's paired rows: (setting, its baseline) in setting order, then
+  spec.comparisons."""
+  pairs = [(name, s.baseline) for name, s in spec.settings.items() if s.get("baseline")]
+  return pairs + [tuple(pair) for pair in spec.get("comparisons") or ()]
+
+
 def step_time_ratios(spec, planned: Sequence[PlannedRun], records: Sequence[dict]) -> dict:
-  """{setting: its step time over its baseline's}, from the first record that timed both side
-  by side; settings without such a record are left out."""
+  """{(setting, other): its step time over the other's} for each of comparisons(spec), from
+  the first record that timed both side by side; pairs without such a record are left out."""
   config_of = {p.setting: p.config for p in planned}
   ratios = {}
-  for name, setting in spec.settings.items():
-    baseline = setting.get("baseline")
-    if not baseline:
-      continue
+  for name, other in comparisons(spec):
     for record in records:  # Both from one record: timed side by side.
       ours = measured_images_per_s([record], config_of[name])
-      theirs = measured_images_per_s([record], config_of[baseline])
+      theirs = measured_images_per_s([record], config_of[other])
       if ours and theirs:
-        ratios[name] = theirs / ours
+        ratios[name, other] = theirs / ours
         break
   return ratios
 
@@ -522,11 +551,13 @@ def write_report(spec, planned, workdir: str, command: str, title: str,
     seconds = [[r["train_seconds"] for r in runs[n].values()] for n in names]
     written.append(figures.save(figures.study_settings(names, values, seconds, title),
                                 directory / "figures" / "settings.png"))
+    # Each setting against its own baseline (one point per setting; spec.comparisons are
+    # report rows only).
     paired = [(n, s.baseline) for n, s in spec.settings.items()
               if s.get("baseline") and runs[n] and runs[s.baseline]]
     # The step-time ratio where every point has one (one machine, side by side), else wall time.
-    by_step = bool(paired) and all(n in step_ratios for n, _ in paired)
-    points = [{"setting": n, "cost": step_ratios[n] if by_step else time_ratio(runs, n, b),
+    by_step = bool(paired) and all(pair in step_ratios for pair in paired)
+    points = [{"setting": n, "cost": step_ratios[n, b] if by_step else time_ratio(runs, n, b),
                **{m: paired_interval(_paired_values(runs, n, b, m)) for m in METRICS}}
               for n, b in paired]
     if points:

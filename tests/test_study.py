@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,10 +59,12 @@ def test_plan_resolves_every_setting_and_seed(tmp_path, idx_dir):
     ({"settings": {"a": {"overide": {}}}}, "spec.settings.a: unknown field"),
     ({"config": "configs/missing.py"}, "spec.config: config file 'configs/missing.py' not found"),
     ({"sweeps": {"s": {"key": "adv.eps", "settings": ("b",)}}}, "spec.sweeps.s.settings: 'b'"),
+    ({"comparisons": (("clae", "nope"),)},
+     "spec.comparisons[0]: ('clae', 'nope') is not a (setting, setting) pair"),
 ])
 def test_bad_specs_name_the_key(tmp_path, idx_dir, change, message):
   spec = tiny_spec(write_config(tmp_path, idx_dir), **change)
-  with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
+  with pytest.raises(ValueError, match=re.escape(message)):
     study.plan(spec, str(tmp_path / "study"))
 
 
@@ -163,7 +166,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   lines = [dict(timed, width=c.model.width * 2, clae_images_per_s=10.0), timed]
   (tmp_path / "step_time.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n")
   step_times = study.read_step_times(str(tmp_path / "step_time.jsonl"))
-  assert study.step_time_ratios(spec, planned, step_times) == {"clae": 2.5}
+  assert study.step_time_ratios(spec, planned, step_times) == {("clae", "baseline"): 2.5}
   study.write_report(spec, planned, str(workdir), "the command", "tiny", step_times)
   clae_row = next(l for l in (workdir / "report.md").read_text().splitlines()
                   if l.startswith("| clae | baseline | 2 |"))
@@ -245,6 +248,38 @@ def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
   assert not config["simclr"].adv.enabled and not config["simclr_w64"].adv.enabled
   assert {spec.settings[s].baseline for s in ("clae", "clae_fraction_0_25")} == {"simclr"}
   assert spec.settings.clae_w64.baseline == "simclr_w64"
+  # The cheap attack against the full one, beside each setting against its baseline.
+  assert study.comparisons(spec) == [("clae", "simclr"), ("clae_fraction_0_25", "simclr"),
+                                     ("clae_w64", "simclr_w64"), ("clae_fraction_0_25", "clae")]
+
+
+def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
+  """spec.comparisons rows beside the baselines', and the Bonferroni check over all of them:
+  a difference of 1.0 +- 0.1 over 3 seeds survives it, one of 0.57 +- 0.21 does not."""
+  spec = ml_collections.ConfigDict({"config": "c.py", "common": {}, "comparisons": (("a", "b"),)})
+  spec.settings = ml_collections.ConfigDict(sort_keys=False)
+  spec.settings.base = {"overrides": {}}
+  spec.settings.a = {"overrides": {"adv": {"enabled": True}}, "baseline": "base"}
+  spec.settings.b = {"overrides": {"adv": {"fraction": 0.5}}, "baseline": "base"}
+  noise = (0.1, -0.1, 0.0)
+  margins = {"base": {m: (0.0, 0.0, 0.0) for m in study.METRICS},
+             "a": {"knn_top1_backbone": (1.0, 1.1, 0.9), "knn_top1_embedding": (0.5, 0.8, 0.4),
+                   "linear_top1": noise},
+             "b": {m: noise for m in study.METRICS}}
+  summaries = [{"setting": name, "seed": seed, "train_seconds": 10.0, "eval_seconds": 1.0,
+                "interrupted": False, **{m: 80.0 + margin[m][seed] for m in study.METRICS}}
+               for name, margin in margins.items() for seed in range(3)]
+  text = study.report_markdown(spec, [None] * 9, summaries, "cmd", "t")
+  rows = {tuple(line.split(" | ")[:2]): line for line in text.splitlines()
+          if line.startswith(("| a |", "| b |"))}
+  assert set(rows) >= {("| a", "base"), ("| b", "base"), ("| a", "b")}
+  assert "+1.00 [+0.75, +1.25] (gain)" in rows["| a", "base"]
+  assert "+0.57 [+0.05, +1.08] (gain)" in rows["| a", "base"]
+  assert "(gain)" in rows["| a", "b"] and "(gain)" not in rows["| b", "base"]
+  family = next(line for line in text.splitlines() if line.startswith("9 intervals"))
+  # At 99.44% each, t(2) = 13.4: 1.00 +- 0.77 still excludes 0, 0.57 +- 2.78 does not.
+  assert "a − base kNN (backbone): +1.00 [+0.23, +1.77]" in family
+  assert "a − base kNN (projector)" not in family
 
 
 def test_the_report_command_leaves_out_the_sitting_options():

@@ -42,6 +42,8 @@ def get_config():
   # Double width: does the gain grow with the encoder (the paper's claim)? One seed.
   s.simclr_w64 = setting(one, model={"width": 2 * WIDTH}, adv={"enabled": False})
   s.clae_w64 = setting(one, "simclr_w64", model={"width": 2 * WIDTH}, adv={"enabled": True})
+  # The report's extra paired row: what the cheap attack gives up against the full one.
+  spec.comparisons = (("clae_fraction_0_25", "clae"),)
   spec.sweeps = {
       "width": {"key": "model.width", "settings": ("clae", "clae_w64")},
       "fraction": {"key": "adv.fraction", "settings": ("clae_fraction_0_25", "clae")},
