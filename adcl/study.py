@@ -374,7 +374,9 @@ def report_markdown(spec, planned: Sequence[PlannedRun], summaries: Sequence[dic
   lines += ["", *_pixel_lines(summaries)]
   paired = comparisons(spec)
   if paired:
-    lines += ["", "## Against the baseline (paired by seed: setting − baseline)", "",
+    lines += ["", "## Against the baseline (paired by seed: setting − baseline"
+              + ("; then the spec's comparisons, setting − the other)" if spec.get("comparisons")
+                 else ")"), "",
               "Mean difference over the seeds both settings finished, with its 95% interval "
               "(paired t over seeds); a gain or a loss only where the interval excludes 0."
               + (" Step-time ratio: the compiled steps timed side by side in one process "

@@ -276,6 +276,7 @@ def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
   assert "+1.00 [+0.75, +1.25] (gain)" in rows["| a", "base"]
   assert "+0.57 [+0.05, +1.08] (gain)" in rows["| a", "base"]
   assert "(gain)" in rows["| a", "b"] and "(gain)" not in rows["| b", "base"]
+  assert "; then the spec's comparisons, setting − the other)" in text
   family = next(line for line in text.splitlines() if line.startswith("9 intervals"))
   # At 99.44% each, t(2) = 13.4: 1.00 +- 0.77 still excludes 0, 0.57 +- 2.78 does not.
   assert "a − base kNN (backbone): +1.00 [+0.23, +1.77]" in family
