@@ -11,8 +11,7 @@
 
 `adcl.train`, the evaluation, the notebook API, the benchmarks and the tests all build here.
 Below this module no ConfigDict travels: the step, the attack and the objective take the values
-they use (the loss function and its tau, an `adcl.step.Attack` with eps per channel), and the
-model takes its convolution function, chosen here from `model.conv_impl` (adcl.models.conv).
+they use (the loss function and its tau, an `adcl.step.Attack` with eps per channel).
 """
 
 import dataclasses
@@ -26,21 +25,17 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from adcl import checkpoints, errors, losses, optim, paths, step as step_lib
+from adcl import checkpoints, errors, losses, optim, paths, step as step_lib, xla_cpu
 from adcl.data import normalize, views as data_views
 from adcl.models import ContrastiveModel
-from adcl.models.conv import conv_function
 
 
 def model(model_config: ml_collections.ConfigDict) -> ContrastiveModel:
-  """The encoder + projector of `config.model`, with its convolution chosen for this backend."""
+  """The encoder + projector of `config.model`."""
   return ContrastiveModel(
       architecture=model_config.architecture, width=model_config.width,
       stem=model_config.stem, projector=tuple(model_config.projector),
-      dtype=jnp.dtype(model_config.dtype),
-      # Absent from configs saved before the switch existed: XLA's own, as they trained.
-      conv_general_dilated=conv_function(model_config.get("conv_impl", "xla")),
-      remat=bool(model_config.get("remat", False)))
+      dtype=jnp.dtype(model_config.dtype), remat=bool(model_config.remat))
 
 
 def attack(config: ml_collections.ConfigDict, channels: int) -> Optional[step_lib.Attack]:
@@ -53,11 +48,11 @@ def attack(config: ml_collections.ConfigDict, channels: int) -> Optional[step_li
   scale = 1 / std if adv.eps_units == "pixel" else np.ones(channels, np.float32)
   return step_lib.Attack(
       eps=(adv.eps * scale).astype(np.float32), alpha=float(adv.alpha), method=adv.method,
-      shared_delta=bool(adv.get("shared_delta", False)), gen_bn_updates=adv.gen_bn_updates,
+      shared_delta=bool(adv.shared_delta), gen_bn_updates=adv.gen_bn_updates,
       pgd_steps=adv.pgd_steps, pgd_step_size=(adv.pgd_step_size * scale).astype(np.float32),
       pgd_random_start=adv.pgd_random_start,
       clip=normalize.pixel_range(mean, std) if adv.clip_to_pixel_range else None,
-      fraction=float(adv.get("fraction", 1.0)))
+      fraction=float(adv.fraction))
 
 
 @dataclasses.dataclass
@@ -71,6 +66,7 @@ class Trainer:
   seed: int
   train_step: Callable  # Jitted, state donated: (TrainState, batch) -> (TrainState, metrics).
   features: str  # What embed_fn() returns by default: 'embedding' or 'backbone'.
+  learning_rate: Callable  # optax schedule: update count (0 for step 1) -> rate.
   views_on: str = "host"  # 'host': batches of views; 'device': uint8 images (views_on()).
   _embed_fns: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -85,7 +81,7 @@ class Trainer:
   def init_state(self) -> step_lib.TrainState:
     """Fresh parameters, both BN sets and optimiser state, replicated over the mesh."""
     return step_lib.create_train_state(self.model, self.tx, self.seed, self.image_shape,
-                                       self.replicated)
+                                       self.replicated, xla_cpu.init_compiler_options())
 
   def abstract_state(self) -> step_lib.TrainState:
     """The state's shapes with their shardings (jax.ShapeDtypeStruct leaves): the target a
@@ -117,7 +113,8 @@ def trainer(config: ml_collections.ConfigDict, image_shape: tuple, steps_per_epo
       attack(config, image_shape[-1]),
       device_views(config, image_shape[-1]) if where == "device" else None)
   return Trainer(built, tx, mesh, tuple(image_shape), int(config.seed), train_step,
-                 config.eval.features, where)
+                 config.eval.features,
+                 optim.learning_rate(config, steps_per_epoch, total_steps), where)
 
 
 def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> str:
@@ -126,7 +123,7 @@ def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -
   the device on GPU and TPU, where host CPUs cannot keep up with the step; the host on CPU,
   where tf.data's threads overlap with the step (the README gives the measurements), unless
   TensorFlow is not installed."""
-  choice = config.data.get("views_on", "auto")
+  choice = config.data.views_on
   if choice != "auto":
     return choice
   if (backend or jax.default_backend()) != "cpu":
@@ -170,7 +167,7 @@ def restore(workdir: str, step: Optional[int] = None) -> Restored:
     step = available[-1] if step is None else int(step)
     if step not in available:
       raise ValueError(f"{ckpt.directory}: no checkpoint at step {step}; steps: {available}")
-    config = ml_collections.ConfigDict(ckpt.saved_config(step))
+    config = ckpt.saved_config(step)
     state = ckpt.restore_raw(step)
   finally:
     ckpt.close()

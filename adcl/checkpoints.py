@@ -13,22 +13,6 @@ import orbax.checkpoint as ocp
 from adcl import configs, paths
 
 
-def _write_small_arrays_whole() -> None:
-  """Orbax splits each replicated array across its replicas so that they write in parallel.
-  For small arrays the split costs more than it saves: every (shape, slice) is a compiled
-  slice op, 6.5 s of a tiny test run's first save on 8 CPU devices. Arrays under 1 MiB per
-  slice are written whole by one replica; large arrays on a pod are still spread. Orbax's
-  handler registry is global, so this runs when a Checkpoints is made, not on import."""
-  absl_logger = logging.getLogger("absl")
-  absl_logger.disabled = True  # Orbax warns about any override; this one is intended.
-  try:
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=2**20),
-        override=True)
-  finally:
-    absl_logger.disabled = False
-
-
 class Checkpoints:
   """Save, find and restore the checkpoints of one workdir."""
 
@@ -36,7 +20,6 @@ class Checkpoints:
     self.directory = paths.resolve(workdir) / "checkpoints"
     if read_only and not self.directory.is_dir():
       raise ValueError(f"{self.directory}: no such checkpoint directory")
-    _write_small_arrays_whole()
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "config"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
@@ -45,15 +28,34 @@ class Checkpoints:
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def saved_config(self, step: Optional[int] = None) -> dict:
-    """The config JSON stored with checkpoint `step` (default: the latest)."""
+  def saved_config(self, step: Optional[int] = None) -> ml_collections.ConfigDict:
+    """The config stored with checkpoint `step` (default: the latest), in today's schema
+    (configs.from_saved). A config file that does not read back is a ValueError naming it."""
     step = self.latest_step() if step is None else step
+    try:
+      return self._read_config(step)
+    except Exception as error:  # Orbax wraps the JSON parser's errors in its own types.
+      raise ValueError(f"{self.directory / str(step) / 'config'} is damaged "
+                       f"({_first_line(error)}); choose another checkpoint (adcl.train moves "
+                       "it aside on resume)") from None
+
+  def _read_config(self, step: int) -> ml_collections.ConfigDict:
     restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return restored.config
+    return configs.from_saved(restored.config)
 
   def check_compatible(self, config: ml_collections.ConfigDict) -> None:
-    """Raise ValueError, touching nothing, if the latest checkpoint's model differs."""
-    differ = configs.incompatible_keys(self.saved_config(), config)
+    """Raise ValueError, touching nothing, if the latest checkpoint's model differs. A latest
+    checkpoint whose config does not read back is damaged: moved aside, as in
+    restore_latest_intact, and the one before it is checked."""
+    while (step := self.latest_step()) is not None:
+      try:
+        saved = self._read_config(step)
+        break
+      except Exception as error:  # Whatever the reader raised: the file is unreadable.
+        self._set_aside(step, _first_line(error))
+    else:
+      return
+    differ = configs.incompatible_keys(saved, config)
     if differ:
       raise ValueError(
           f"{self.directory} holds a checkpoint of another model: " + "; ".join(differ) +
@@ -75,10 +77,7 @@ class Checkpoints:
         damage = self.damage(step)
         if damage is None:  # It reads: it is another model's checkpoint.
           raise
-        aside = self.move_aside(step)
-        logging.getLogger("absl").warning(
-            "checkpoint %d in %s is damaged (%s): moved to %s; trying the one before it",
-            step, self.directory, damage, aside)
+        self._set_aside(step, damage)
     raise ValueError(f"{self.directory}: no intact checkpoint left (damaged ones are in "
                      f"{self.directory.parent / 'damaged_checkpoints'}); use a new --workdir "
                      "or restore one")
@@ -90,6 +89,12 @@ class Checkpoints:
       return None
     except Exception as error:  # Whatever the reader raised: the checkpoint is unreadable.
       return _first_line(error)
+
+  def _set_aside(self, step: int, damage: str) -> None:
+    aside = self.move_aside(step)
+    logging.getLogger("absl").warning(
+        "checkpoint %d in %s is damaged (%s): moved to %s; trying the one before it",
+        step, self.directory, damage, aside)
 
   def move_aside(self, step: int):
     """Move checkpoint `step` to workdir/damaged_checkpoints/STEP-TIME; returns where."""

@@ -7,7 +7,6 @@ where runs logged kNN during training (eval.every), their curves too, with the r
 of their eval.json as the reference line (compare_knn.png).
 """
 
-import json
 import os
 from typing import Optional, Sequence
 
@@ -36,10 +35,11 @@ def summarize(workdir: str) -> dict:
       summary["train_knn_top1"] = float(knn[-1])
     if speeds:
       summary["images_per_s"] = float(np.median(speeds))
-    if records:
+    if records and "step" in records[-1]:
       summary["step"] = int(records[-1]["step"])
-  if eval_path.exists():
-    saved = json.loads(eval_path.read_text())
+  saved = paths.read_json_object(
+      eval_path, f"write it again with python -m adcl.evaluate --workdir {workdir}")
+  if saved is not None:
     summary.update({k: v for k, v in saved.items() if isinstance(v, (int, float))})
   return summary
 

@@ -11,7 +11,6 @@ import os
 import ml_collections
 
 from adcl import losses
-from adcl.models.conv import IMPLS as CONV_IMPLS
 from adcl.models.resnet import ARCHITECTURES
 
 # Per-recipe normalisation (the eps space of docs/method.md §2): CIFAR statistics for Plain/UEL,
@@ -79,10 +78,6 @@ def base() -> ml_collections.ConfigDict:
   c.model.stem = "cifar"  # 'cifar' (3x3, stride 1, no max-pool) or 'imagenet' (7x7/2 + pool).
   c.model.projector = (128,)  # Head widths: (128,) linear (Plain/UEL), (512, 64) SimCLR MLP.
   c.model.dtype = "float32"  # Compute dtype of convolutions ('bfloat16' on TPU).
-  # Convolution backward, chosen by adcl.build (adcl.models.conv): 'auto' = the batch-minor
-  # filter gradient on CPU layers where it was measured faster, XLA's own everywhere else
-  # (GPU, TPU); or force 'xla' / 'batch_minor'. Same values.
-  c.model.conv_impl = "auto"
   # Recompute each ResNet block in the backward pass (jax.checkpoint) instead of storing its
   # activations: for batches that do not fit in accelerator memory otherwise. Same values.
   c.model.remat = False
@@ -219,7 +214,6 @@ DOMAINS = {
     "model.architecture": _one_of(*ARCHITECTURES),
     "model.width": _POSITIVE_INT,
     "model.stem": _one_of("cifar", "imagenet"),
-    "model.conv_impl": _one_of(*CONV_IMPLS),
     "model.dtype": _one_of("float32", "bfloat16", "float16"),
     "loss.name": _one_of(*losses.LOSSES),
     "loss.temperature": _POSITIVE,
@@ -251,12 +245,23 @@ DOMAINS = {
 }
 
 
-def _lookup(config: ml_collections.ConfigDict, dotted: str):
-  """The value at a dotted key; KeyError if a section or the key is missing."""
+def lookup(config, dotted: str):
+  """The value at a dotted key of a ConfigDict or nested dict; KeyError if it is missing."""
   value = config
   for part in dotted.split("."):
     value = value[part]
   return value
+
+
+def flatten(nested, prefix: str = "") -> dict:
+  """{dotted key: value} of every leaf of a nested ConfigDict or dict, in its order."""
+  flat = {}
+  for key, value in dict(nested).items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
@@ -270,10 +275,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     raise ValueError(f"config.{key}: {message}")
 
   for key, (expected, test) in DOMAINS.items():
-    try:
-      value = _lookup(config, key)
-    except KeyError:  # A config saved before the key existed: its default applies.
-      continue
+    value = lookup(config, key)
     if not test(value):
       fail(key, f"must be {expected}, got {value!r}")
   if config.data.source == "idx" and not os.path.isdir(config.data.data_dir):
@@ -291,11 +293,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   low, high = config.data.views.crop_scale
   if not 0 < low <= high <= 1:
     fail("data.views.crop_scale", f"needs 0 < low <= high <= 1, got {(low, high)}")
-  if config.adv.get("shared_delta", False) and config.adv.method != "fgsm":
+  if config.adv.shared_delta and config.adv.method != "fgsm":
     fail("adv.shared_delta", f"is for FGSM only; adv.method is {config.adv.method!r}")
-  if config.optim.get("schedule", "constant") != "constant" and config.optim.name != "adam":
+  if config.optim.schedule != "constant" and config.optim.name != "adam":
     fail("optim.schedule", f"is for Adam only; optim.name is {config.optim.name!r}")
-  if config.adv.enabled and round(config.adv.get("fraction", 1.0) * config.train.batch_size) < 2:
+  if config.adv.enabled and round(config.adv.fraction * config.train.batch_size) < 2:
     fail("adv.fraction", f"{config.adv.fraction} of train.batch_size {config.train.batch_size} "
          "leaves fewer than 2 images: the adversarial term needs a negative")
   if len(config.optim.decay_epochs) != len(config.optim.decay_factors):
@@ -333,19 +335,36 @@ def validate_dataset_name(config: ml_collections.ConfigDict) -> None:
                      f"{name} --data_dir=...` where there is internet, or drop data_dir)")
 
 
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A config saved by a run (a checkpoint's config JSON, a study record) read into today's
+  schema: its values over `base()`. A key added since that run takes its default, which
+  keeps the behaviour the run had; a key since retired is dropped."""
+  config = base()
+
+  def merge(target: ml_collections.ConfigDict, values: dict) -> None:
+    for key, value in values.items():
+      if key not in target:
+        continue  # Retired.
+      if isinstance(target[key], ml_collections.ConfigDict) and isinstance(value, dict):
+        merge(target[key], value)
+      else:
+        target[key] = value
+
+  merge(config, saved)
+  return config
+
+
 # Keys whose change makes an existing checkpoint unusable (other keys may change on resume).
 ARCHITECTURE_KEYS = ("model.architecture", "model.width", "model.stem", "model.projector",
                      "optim.name", "data.image_size")
 
 
-def incompatible_keys(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
-  """`ARCHITECTURE_KEYS` whose value in the saved config JSON differs from `config`."""
-  current = config.to_dict()
+def incompatible_keys(saved: ml_collections.ConfigDict,
+                      config: ml_collections.ConfigDict) -> list[str]:
+  """`ARCHITECTURE_KEYS` whose value in the saved config (from_saved) differs from `config`."""
   differ = []
   for key in ARCHITECTURE_KEYS:
-    section, name = key.split(".")
-    old, new = saved.get(section, {}).get(name), current[section][name]
-    if (list(old) if isinstance(old, (list, tuple)) else old) != (
-        list(new) if isinstance(new, (list, tuple)) else new):
+    old, new = lookup(saved, key), lookup(config, key)
+    if old != new:
       differ.append(f"{key} (checkpoint {old!r}, config {new!r})")
   return differ

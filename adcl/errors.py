@@ -22,6 +22,15 @@ class Stopped(RuntimeError):
     self.exit_code = 143 if signal_name == "SIGTERM" else 130  # 128 + the signal's number.
 
 
+class DamagedFile(ValueError):
+  """A file adcl wrote and reads back (eval.json, metrics.jsonl, a run record, a cache entry)
+  does not parse: cut mid-line, emptied, or edited by hand. Names the file."""
+
+  def __init__(self, path, reason: str, advice: str = ""):
+    super().__init__(f"{path} is damaged ({reason})" + (f"; {advice}" if advice else ""))
+    self.path, self.reason = path, reason
+
+
 class MissingDependency(ImportError):
   """An optional package a config asks for is not installed (TensorFlow for TFDS or host views)."""
 

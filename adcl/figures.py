@@ -25,22 +25,23 @@ def save(figure: Figure, path, dpi: int = 100) -> str:
 
 def training_curves(records: Sequence[dict], title: str = "",
                     pixel_knn: Optional[float] = None) -> Figure:
-  """Loss terms, kNN top-1 and images/s against the step.
+  """Loss terms, kNN top-1, images/s and the learning rate against the step.
 
   records: metrics.jsonl lines ({'step': int, 'loss': float, ...}); a key missing from a
   record (kNN is logged only at evaluation steps) is simply not drawn at that step.
   pixel_knn: the kNN top-1 of the raw input pixels, drawn as the reference line the encoder
   has to clear.
   """
-  figure = Figure(figsize=(13, 3.6), layout="constrained")
-  losses, knn, speed = figure.subplots(1, 3)
+  figure = Figure(figsize=(17, 3.6), layout="constrained")
+  losses, knn, speed, rate = figure.subplots(1, 4)
   for key in LOSS_TERMS:
     steps, values = _series(records, key)
     if len(values) and np.any(values != 0):  # A baseline's adversarial terms are all zero.
       losses.plot(steps, values, label=key, marker="." if len(values) < 30 else None)
   losses.set(xlabel="step", ylabel="loss", title="loss terms")
   losses.legend(fontsize=8)
-  for axes, key, label in ((knn, "knn_top1", "kNN top-1 (%)"), (speed, "images_per_s", "images/s")):
+  for axes, key, label in ((knn, "knn_top1", "kNN top-1 (%)"), (speed, "images_per_s", "images/s"),
+                           (rate, "learning_rate", "learning rate")):
     steps, values = _series(records, key)
     axes.plot(steps, values, marker="o" if len(values) < 30 else None)
     axes.set(xlabel="step", ylabel=label, title=label)

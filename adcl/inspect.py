@@ -16,7 +16,7 @@ pipeline is not. Metrics come from adcl.evaluation, the same code as `python -m 
 
 import dataclasses
 import functools
-import json
+import logging
 import os
 from typing import Optional
 
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from adcl import build, figures, losses, paths, step as step_lib
+from adcl import build, errors, figures, losses, paths, step as step_lib
 from adcl.data import normalize
 from adcl.evaluation import knn as knn_lib, protocol
 
@@ -133,7 +133,8 @@ class Run:
 
   def metrics(self) -> list[dict]:
     """metrics.jsonl as records, one per step (a step logged again after a resume: the last)."""
-    by_step = {r["step"]: r for r in paths.read_jsonl(paths.resolve(self.workdir) / "metrics.jsonl")}
+    by_step = {r["step"]: r for r in paths.read_jsonl(paths.resolve(self.workdir) / "metrics.jsonl")
+               if "step" in r}
     return [by_step[s] for s in sorted(by_step)]
 
   @property
@@ -144,9 +145,12 @@ class Run:
     """Loss, kNN and images/s against the step; the kNN panel's reference line is `pixel_knn`,
     else the raw-pixel kNN of the workdir's eval.json (if `adcl.evaluate` wrote one)."""
     if pixel_knn is None:
-      evaluated = paths.resolve(self.workdir) / "eval.json"
-      if evaluated.exists():
-        pixel_knn = json.loads(evaluated.read_text()).get("pixels_knn_top1")
+      try:
+        evaluated = paths.read_json_object(paths.resolve(self.workdir) / "eval.json") or {}
+      except errors.DamagedFile as error:  # The curves do not need it: drawn without the line.
+        logging.getLogger("absl").warning("%s; the curves are drawn without the pixel line", error)
+        evaluated = {}
+      pixel_knn = evaluated.get("pixels_knn_top1")
     return figures.training_curves(self.metrics(), title=self.name, pixel_knn=pixel_knn)
 
   def figure_adversarial(self, images: np.ndarray, seed: int = 0):

@@ -30,8 +30,8 @@ class Monitor:
       from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
       self._path = paths.resolve(workdir) / "metrics.jsonl"
-      records = paths.read_jsonl(self._path)
-      kept = [r for r in records if r["step"] <= start_step]
+      records = paths.read_jsonl(self._path, keep_copy=True)  # Damaged lines: warned, skipped.
+      kept = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= start_step]
       self._lines = [json.dumps(r) for r in kept]
       if len(kept) < len(records):
         logging.info("Dropped %d lines of steps after %d from %s (a segment that stopped "

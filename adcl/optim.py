@@ -15,31 +15,43 @@ def step_decay_schedule(lr: float, decay_epochs, decay_factors, steps_per_epoch:
   return optax.piecewise_constant_schedule(lr, boundaries)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
-                   total_steps: int) -> optax.GradientTransformation:
-  """The optimiser of `config.optim`.
-
-  sgd: momentum SGD with the step decay, weight decay added to the gradient (PyTorch's coupled
-  L2). adam: Adam with coupled L2, at a constant rate (the official SimCLR recipe) or, with
-  `optim.schedule='cosine'`, decayed to 0 over the run (the usual SimCLR schedule). lars: LARS with linear warm-up and cosine decay, for large
-  TPU batches (weight decay inside LARS, BN and bias parameters excluded from it).
-  """
+def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule:
+  """The learning rate of `config.optim` as a function of the update count (0 for the first
+  update): the step decay for sgd, constant or cosine to 0 for adam, warm-up then cosine for
+  lars."""
   o = config.optim
   if o.name == "sgd":
-    schedule = step_decay_schedule(o.lr, o.decay_epochs, o.decay_factors, steps_per_epoch)
+    return step_decay_schedule(o.lr, o.decay_epochs, o.decay_factors, steps_per_epoch)
+  if o.name == "adam":
+    if o.schedule == "cosine":
+      return optax.cosine_decay_schedule(o.lr, max(total_steps, 1))
+    return optax.constant_schedule(o.lr)
+  if o.name == "lars":
+    warmup = min(int(o.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(0.0, o.lr, warmup, max(total_steps, 1))
+  raise ValueError(f"config.optim.name={o.name!r}; choose 'sgd', 'adam' or 'lars'")
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                   total_steps: int) -> optax.GradientTransformation:
+  """The optimiser of `config.optim`, at the rate of `learning_rate()`.
+
+  sgd: momentum SGD, weight decay added to the gradient (PyTorch's coupled L2). adam: Adam
+  with coupled L2 (the official SimCLR recipe at a constant rate). lars: LARS for large TPU
+  batches (weight decay inside LARS, BN and bias parameters excluded from it).
+  """
+  o = config.optim
+  schedule = learning_rate(config, steps_per_epoch, total_steps)
+  if o.name == "sgd":
     return optax.chain(optax.add_decayed_weights(o.weight_decay),
                        optax.sgd(schedule, momentum=o.momentum))
   if o.name == "adam":
-    lr = o.lr
-    if o.get("schedule", "constant") == "cosine":
-      lr = optax.cosine_decay_schedule(o.lr, max(total_steps, 1))
-    return optax.chain(optax.add_decayed_weights(o.weight_decay), optax.adam(lr))
-  if o.name == "lars":
-    warmup = min(int(o.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, warmup, max(total_steps, 1))
-    return optax.lars(schedule, weight_decay=o.weight_decay, momentum=o.momentum,
-                      weight_decay_mask=_matrices_only, trust_ratio_mask=_matrices_only)
-  raise ValueError(f"config.optim.name={o.name!r}; choose 'sgd', 'adam' or 'lars'")
+    # A constant rate as a number: a schedule would add a step count to the optimiser state.
+    rate = o.lr if o.schedule == "constant" else schedule
+    return optax.chain(optax.add_decayed_weights(o.weight_decay), optax.adam(rate))
+  return optax.lars(schedule, weight_decay=o.weight_decay, momentum=o.momentum,
+                    weight_decay_mask=_matrices_only, trust_ratio_mask=_matrices_only)
 
 
 def _matrices_only(params):

@@ -97,6 +97,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"loss {metrics['loss']} / grad norm {metrics['grad_norm']} at step {step}: "
             "stopped; " + (f"the last good checkpoint is step {last_saved} in {ckpt.directory}"
                            if last_saved is not None else "no checkpoint was written yet"))
+      # The rate step `step` applied (its update count is step - 1): a function of the step,
+      # computed here rather than fetched from the device.
+      metrics["learning_rate"] = float(trainer.learning_rate(step - 1))
       metrics.update(monitor.throughput(step))
       if eval_now:
         metrics["knn_top1"] = knn_eval(trainer, state, eval_data, config)

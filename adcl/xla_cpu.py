@@ -1,26 +1,21 @@
-"""XLA:CPU options the commands set before jax starts (adcl.cli.run, the benchmarks).
+"""XLA:CPU options the commands set before jax starts (adcl.cli.run, the benchmarks): the one
+place where adcl makes XLA:CPU faster.
 
 jaxlib 0.10 hands three kinds of CPU op to YNNPACK: matrix products, reductions and
 convolutions (`--xla_cpu_experimental_ynn_fusion_type` defaults to `individual_dot`,
-`reduce`, `individual_convolution`). For a ResNet's convolutions YNNPACK is much slower than
-XLA's own (Eigen) kernels, the filter gradient most of all. ms per pass, batch 64, 3x3,
-this project's 2-core CPU, jax 0.10.2, YNNPACK / Eigen (`python benchmarks/conv_layers.py`):
+`reduce`, `individual_convolution`). For a ResNet's convolutions, and their filter gradients
+above all, YNNPACK is slower than XLA's own (Eigen) kernels, so adcl sets
+`--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce`: jaxlib's default without
+convolutions. Dropping `reduce` too would leave batch-norm statistics as unfused
+reduce-windows; adding `eltwise` slows the step. docs/performance.md has the measurements
+(`python benchmarks/conv_layers.py` per layer, `benchmarks/step_time.py` per step).
 
-    layer                  forward    input grad   filter grad
-    32x32, 64->64          83 / 32     81 / 40     1199 / 79
-    16x16, 128->128        46 / 33     42 / 36      118 / 40
-    8x8, 256->256          48 / 32     46 / 36       70 / 33
-    4x4, 512->512          44 / 55     52 / 38       62 / 35
-    all 7 layer shapes    308 / 205   323 / 251    1636 / 255
+A run's initial state is one program that runs once: `init_compiler_options()` compiles it
+without LLVM's optimisations on CPU, which takes a fraction of the time
+(`python benchmarks/init_time.py`); its values differ from an optimised build's by a few ulps,
+and every CPU figure of the docs was made with it.
 
-So adcl sets `--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce`: jaxlib's default
-without convolutions. (Dropping `reduce` as well makes XLA split batch-norm statistics into
-unfused reduce-windows, 4 ms instead of 0.5 ms for a [64, 32, 32, 64] sum; adding `eltwise`
-halved the ResNet-18 step's speed.) ResNet-18 step, 32 px, batch 64, with `ADCL_XLA_DEFAULTS=0`
-and without, one after the other (`python benchmarks/step_time.py --model resnet18 --steps 2
---rounds 2`): plain 9.18 -> 13.98 img/s, CLAE 5.02 -> 7.52 img/s (1.5x).
-
-Rules: a flag the user's `XLA_FLAGS` already names is left as it is; `ADCL_XLA_DEFAULTS=0`
+Rules for the flag: a flag the user's `XLA_FLAGS` already names is left as it is; `ADCL_XLA_DEFAULTS=0`
 turns all of this off; nothing is set for a jaxlib older than 0.10 (whose flag set differs:
 an unknown flag would abort jax); and since XLA reads `XLA_FLAGS` once, when jax starts its
 first backend, calling it after a jax computation ran gets a warning instead. The flag
@@ -33,6 +28,7 @@ import importlib.metadata
 import os
 import sys
 import warnings
+from typing import Optional
 
 YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
 DEFAULTS = {YNN_FUSION_FLAG: "individual_dot,reduce"}
@@ -85,17 +81,17 @@ def apply_defaults(environ=os.environ) -> bool:
   if _jax_started():
     warnings.warn(f"adcl.xla_cpu.apply_defaults() was called after jax started, so its "
                   f"XLA:CPU default XLA_FLAGS='{updated[len(current):].strip()}' (adcl/xla_cpu.py: "
-                  f"ResNet steps 1.5x faster on CPU) is not in effect; call it before the first "
+                  f"faster ResNet steps on CPU) is not in effect; call it before the first "
                   f"jax computation or set XLA_FLAGS yourself.", stacklevel=2)
     return False
   environ["XLA_FLAGS"] = updated
   return True
 
 
-def ynn_convolutions_enabled(environ=os.environ) -> bool:
-  """Whether XLA:CPU sends convolutions to YNNPACK under `environ`'s XLA_FLAGS (jaxlib 0.10's
-  default when the flag is not named)."""
-  named = named_flags(environ.get("XLA_FLAGS", ""))
-  if YNN_FUSION_FLAG not in named:
-    return _jaxlib_supported()
-  return "convolution" in named[YNN_FUSION_FLAG]
+def init_compiler_options(backend: Optional[str] = None) -> Optional[dict]:
+  """XLA options for the program that makes a run's initial state: no LLVM optimisation on
+  CPU (it runs once; compiling it is most of its cost); None (XLA's defaults) elsewhere."""
+  import jax
+  if (backend or jax.default_backend()) != "cpu":
+    return None
+  return {"xla_backend_optimization_level": 0}

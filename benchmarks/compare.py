@@ -38,7 +38,7 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--adcl-args", default="", help="extra step_time.py flags, e.g. "
-                      "'--conv-impl xla'")
+                      "'--dtype bfloat16'")
   args = parser.parse_args()
   timing = ["--steps", str(args.steps), "--rounds", str(args.rounds)]
   rows = []

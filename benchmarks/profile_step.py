@@ -114,7 +114,7 @@ def main():
   for name in seconds:
     print(f"| {name} | {ms[name]:.1f} | {gflop[name]:.1f} | {gflop[name] / ms[name] * 1e3:.1f} |")
   result = {"model": args.model, "batch": args.batch, "image_size": size,
-            "conv_impl": args.conv_impl, "calls": calls,
+            "calls": calls,
             "ms": {k: round(v, 2) for k, v in ms.items()},
             "gflop": {k: float(f"{v:.4g}") for k, v in gflop.items()},  # 4 digits.
             "clae_over_plain_time": round(ms["step_clae"] / ms["step_plain"], 3),

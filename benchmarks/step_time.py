@@ -47,7 +47,6 @@ def build_config(args):
     c.model.stem = "cifar" if args.image_size <= 32 else "imagenet"
   c.train.batch_size = args.batch
   c.model.dtype = args.dtype
-  c.model.conv_impl = args.conv_impl
   c.data.views_on = args.views
   return c
 
@@ -93,10 +92,6 @@ def parse_model_arguments(description: str):
   parser.add_argument("--batch", type=int, default=0, help="global batch (default 64)")
   parser.add_argument("--loss", default="simclr", choices=["plain", "simclr", "uel"])
   parser.add_argument("--dtype", default="float32")
-  parser.add_argument("--conv-impl", default="auto",
-                      help="model.conv_impl: the convolution backward (adcl.models.conv): "
-                      "auto, xla or batch_minor; comma-separated to time several "
-                      "side by side (step_time.py)")
   parser.add_argument("--views", default="host", choices=["host", "device"],
                       help="host: the step gets ready views (the step alone); device: it gets "
                       "uint8 images and draws the views itself (adcl/data/views.py)")
@@ -114,11 +109,7 @@ def parse_model_arguments(description: str):
 def main():
   xla_cpu.apply_defaults()  # As the commands do (adcl/cli.py), before jax starts.
   args = parse_model_arguments(__doc__.splitlines()[0])
-  impls = args.conv_impl.split(",")
-  configs_by_impl = {}
-  for impl in impls:  # build_config also sets the quickstart's image size and channels.
-    args.conv_impl = impl
-    configs_by_impl[impl] = build_config(args)
+  config = build_config(args)  # Also sets the quickstart's image size and channels.
   mesh = step_lib.data_mesh()
   rng = np.random.default_rng(0)
   shape = (args.batch, args.image_size, args.image_size, args.channels)
@@ -130,30 +121,23 @@ def main():
   variants = [("plain", False, 1.0), ("clae", True, 1.0)] + [
       (f"clae_fraction_{float(f)}", True, float(f)) for f in args.fractions.split(",") if f]
   runs, compile_s = {}, {}
-  for impl, config in configs_by_impl.items():
-    for name, adv, fraction in variants:
-      compile_s[impl, name], runs[impl, name] = time_variant(config, adv, args.channels, mesh,
-                                                             batch, fraction)
+  for name, adv, fraction in variants:
+    compile_s[name], runs[name] = time_variant(config, adv, args.channels, mesh, batch, fraction)
   seconds = {key: 0.0 for key in runs}
   for round_index in range(args.rounds):
     for key, run in runs.items():  # Alternating, so that machine noise hits all alike.
       seconds[key] += run(args.steps)
     print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
-        f"{'/'.join(key)} {s:.2f}s" for key, s in seconds.items()) + " so far", file=sys.stderr)
+        f"{key} {s:.2f}s" for key, s in seconds.items()) + " so far", file=sys.stderr)
   steps = args.steps * args.rounds
   import peak  # benchmarks/peak.py
   peak_gflops = peak.measure(dtype=args.dtype)
-  names = [name for name, _, _ in variants]
-  results = [result_of(args, configs_by_impl[impl], impl, steps, peak_gflops,
-                       {k: seconds[impl, k] for k in names},
-                       {k: runs[impl, k].flops / 1e9 for k in names},
-                       {k: compile_s[impl, k] for k in names}) for impl in impls]
-  for result in results:  # One line per --conv-impl value.
-    print(json.dumps(result))
+  print(json.dumps(result_of(args, config, steps, peak_gflops, seconds,
+                             {k: run.flops / 1e9 for k, run in runs.items()}, compile_s)))
 
 
-def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compile_s):
-  """The JSON record of one conv_impl: images/s, CLAE/plain time, compile time, FLOPs, MFU."""
+def result_of(args, config, steps, peak_gflops, seconds, step_gflop, compile_s):
+  """The JSON record: images/s, CLAE/plain time, compile time, FLOPs, MFU."""
   mfu = {k: step_gflop[k] * steps / seconds[k] / peak_gflops for k in seconds}
   fractions = {}
   for name in seconds:
@@ -165,7 +149,7 @@ def result_of(args, config, impl, steps, peak_gflops, seconds, step_gflop, compi
       "model": args.model, "architecture": config.model.architecture,
       "width": config.model.width, "views": args.views,
       "dtype": args.dtype,
-      "conv_impl": impl, "image_size": args.image_size,
+      "image_size": args.image_size,
       "channels": args.channels, "batch": args.batch, "loss": config.loss.name,
       "devices": jax.device_count(), "platform": jax.devices()[0].platform,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -17,15 +17,17 @@ def run_benchmark(script, *extra):
   return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_step_time_times_several_conv_impls_side_by_side():
-  stdout, last = run_benchmark("step_time.py", "--conv-impl", "xla,batch_minor")
-  xla, batch_minor = (json.loads(line) for line in stdout.strip().splitlines()[-2:])
-  assert (xla["conv_impl"], batch_minor["conv_impl"]) == ("xla", "batch_minor") and last == batch_minor
-  for result in (xla, batch_minor):
-    assert result["plain_images_per_s"] > 0 and result["clae_images_per_s"] > 0
-    assert result["clae_gflop_per_step"] > result["plain_gflop_per_step"] > 0
-  # batch_minor's identity matmuls are real work, and XLA's cost analysis counts them.
-  assert batch_minor["plain_gflop_per_step"] > xla["plain_gflop_per_step"]
+def test_step_time_times_plain_and_clae_side_by_side():
+  _, result = run_benchmark("step_time.py", "--fractions", "0.5")
+  assert result["plain_images_per_s"] > 0 and result["clae_images_per_s"] > 0
+  assert result["clae_gflop_per_step"] > result["clae_fraction_0.5_gflop_per_step"] > (
+      result["plain_gflop_per_step"] > 0)
+
+
+def test_init_time_compiles_the_initial_state_both_ways_with_the_same_values():
+  _, result = run_benchmark("init_time.py")
+  assert result["default_s"] > 0 and result["unoptimised_s"] > 0 and result["speedup"] > 0
+  assert 0 <= result["max_ulp_difference"] < 64  # Rounding, not another initialisation.
 
 
 def test_profile_step_splits_the_step_into_its_passes():

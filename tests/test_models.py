@@ -54,53 +54,6 @@ def test_clean_and_adversarial_batch_norm_are_separate():
   assert not np.allclose(run(variables, True), run(edited, True))
 
 
-@pytest.mark.parametrize("kernel,stride,padding", [
-    (3, 1, 1), (3, 2, 1), (1, 2, 0), (7, 2, 3),
-    (3, 2, 0),  # The filter gradient's padding goes negative (the last row is unused).
-    (1, 2, "SAME"), (3, 1, "SAME"),  # String padding, as flax's 1x1 shortcut convolutions.
-])
-def test_batch_minor_filter_gradient_equals_xla(kernel, stride, padding):
-  from adcl.models import conv
-  rng = np.random.default_rng(kernel + stride)
-  x = jnp.asarray(rng.normal(size=(4, 10, 10, 3)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 5)), jnp.float32)
-  pads = padding if isinstance(padding, str) else ((padding, padding), (padding, padding))
-  dimension_numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, conv.NHWC)
-
-  def loss(f):
-    return lambda x, w: jnp.sum(jnp.sin(f(x, w, (stride, stride), pads, None, None,
-                                           dimension_numbers)))
-
-  value_xla, grads_xla = jax.value_and_grad(loss(jax.lax.conv_general_dilated), (0, 1))(x, w)
-  custom = conv.batch_minor_conv
-  value_new, grads_new = jax.jit(jax.value_and_grad(loss(custom), (0, 1)))(x, w)
-  np.testing.assert_allclose(value_new, value_xla, rtol=1e-5)
-  for a, b in zip(grads_new, grads_xla):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_batch_minor_copy_is_an_exact_transpose():
-  from adcl.models import conv
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3, 4, 5)) * 1e3, jnp.float32)
-  np.testing.assert_array_equal(jax.jit(conv.batch_minor_copy)(x), np.transpose(x, (3, 1, 2, 0)))
-
-
-def test_conv_impls_give_the_same_model_gradient():
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 3)), jnp.float32)
-  grads = []
-  from adcl.models import conv
-  for impl in ("xla", "batch_minor"):
-    model = ContrastiveModel("resnet_small", width=4, projector=(8,),
-                             conv_general_dilated=conv.conv_function(impl))
-    variables = model.init(jax.random.PRNGKey(0), x, train=True)
-    loss = lambda p: jnp.sum(model.apply({"params": p, "batch_stats": variables["batch_stats"]},
-                                         x, train=True, mutable=["batch_stats"])[0][1] ** 3)
-    grads.append(jax.grad(loss)(variables["params"]))
-  for other in grads[1:]:
-    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(other)):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
 def _loss_grads_stats(model, x, variables):
   """One compiled program (op by op, every op would compile on its own)."""
   return jax.jit(lambda v: _loss_grads_stats_eager(model, x, v))(variables)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 import ml_collections
 import pytest
 
-from adcl import study
+from adcl.study import __main__ as command, cost, report, runner, spec as spec_lib, stats
 from conftest import REPO, cli_env, write_config
 
 
@@ -43,7 +44,7 @@ def write_spec(tmp_path, config_path: str) -> str:
 
 
 def test_plan_resolves_every_setting_and_seed(tmp_path, idx_dir):
-  runs = study.plan(tiny_spec(write_config(tmp_path, idx_dir)), str(tmp_path / "study"))
+  runs = spec_lib.plan(tiny_spec(write_config(tmp_path, idx_dir)), str(tmp_path / "study"))
   assert [(r.setting, r.seed) for r in runs] == [("baseline", 0), ("baseline", 1),
                                                   ("clae", 0), ("clae", 1)]
   clae = runs[2].config
@@ -65,7 +66,7 @@ def test_plan_resolves_every_setting_and_seed(tmp_path, idx_dir):
 def test_bad_specs_name_the_key(tmp_path, idx_dir, change, message):
   spec = tiny_spec(write_config(tmp_path, idx_dir), **change)
   with pytest.raises(ValueError, match=re.escape(message)):
-    study.plan(spec, str(tmp_path / "study"))
+    spec_lib.plan(spec, str(tmp_path / "study"))
 
 
 def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
@@ -101,7 +102,8 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert "Finished runs: 3 of 4. The grid is not finished" in partial
   assert "--max_runs" not in partial  # The report names the command of the whole grid.
   # --plan marks what this workdir has finished.
-  table = study.cost_table(study.plan(study.load_config_file(spec_path), str(workdir)), [])
+  planned = spec_lib.plan(spec_lib.load_config_file(spec_path), str(workdir))
+  table = cost.cost_table(planned, [], [r for r in planned if runner.is_finished(r)])
   assert "| baseline seed 0 (done) |" in table and "| clae seed 1 |" in table
 
   rerun = subprocess.run(command, cwd=REPO, env=cli_env(devices=2), capture_output=True,
@@ -137,15 +139,15 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
     assert f"[{name}](figures/{name})" in report
 
   # The records exported (no checkpoints) resume the grid in another workdir, all finished.
-  spec = study.load_config_file(spec_path)
+  spec = spec_lib.load_config_file(spec_path)
   exported = tmp_path / "exported"
-  copied = study.export(study.plan(spec, str(workdir)), str(workdir), str(exported))
-  assert len(copied) == 1 + 3 + 4 * len(study.RECORD_FILES)  # Report, figures, 4 runs.
+  copied = runner.export(spec_lib.plan(spec, str(workdir)), str(workdir), str(exported))
+  assert len(copied) == 1 + 3 + 4 * len(runner.RECORD_FILES)  # Report, figures, 4 runs.
   assert not any("checkpoints" in c for c in copied)
   assert (exported / "report.md").read_text() == report
   shutil.copytree(exported / "runs", tmp_path / "moved" / "runs")
   log = []
-  study.run_study(spec, str(tmp_path / "moved"), "the command", log=log.append)
+  runner.run_study(spec, str(tmp_path / "moved"), "the command", log=log.append)
   assert sum(line.endswith(": finished earlier") for line in log) == 4
   assert "Finished runs: 4 of 4." in (tmp_path / "moved" / "report.md").read_text()
 
@@ -158,16 +160,16 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
 
   # Step times of benchmarks/step_time.py (another model's record is not used): the ratio
   # column, and the cost figure's axis.
-  planned = study.plan(spec, str(workdir))
+  planned = spec_lib.plan(spec, str(workdir))
   c = planned[0].config
   timed = {"architecture": c.model.architecture, "width": c.model.width, "batch": c.train.batch_size,
            "image_size": c.data.image_size, "dtype": c.model.dtype,
            "plain_images_per_s": 100.0, "clae_images_per_s": 40.0}
   lines = [dict(timed, width=c.model.width * 2, clae_images_per_s=10.0), timed]
   (tmp_path / "step_time.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n")
-  step_times = study.read_step_times(str(tmp_path / "step_time.jsonl"))
-  assert study.step_time_ratios(spec, planned, step_times) == {("clae", "baseline"): 2.5}
-  study.write_report(spec, planned, str(workdir), "the command", "tiny", step_times)
+  step_times = cost.read_step_times(str(tmp_path / "step_time.jsonl"))
+  assert cost.step_time_ratios(spec, planned, step_times) == {("clae", "baseline"): 2.5}
+  runner.write_report(spec, planned, str(workdir), "the command", step_times)
   clae_row = next(l for l in (workdir / "report.md").read_text().splitlines()
                   if l.startswith("| clae | baseline | 2 |"))
   assert clae_row.endswith("| 2.50x |")
@@ -176,16 +178,16 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
 
 def test_step_time_files_that_are_not_the_benchmarks_are_named(tmp_path):
   with pytest.raises(ValueError, match=r"--step_times: .*missing.jsonl: No such file"):
-    study.read_step_times(str(tmp_path / "missing.jsonl"))
+    cost.read_step_times(str(tmp_path / "missing.jsonl"))
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"plain_images_per_s": 1.0}\n\nround 1/2: plain 0.3s\n')
   with pytest.raises(ValueError, match=r"bad.jsonl:3 is not a JSON line of benchmarks/step_time"):
-    study.read_step_times(f"{bad},")
+    cost.read_step_times(f"{bad},")
 
 
 def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
-  spec = study.load_config_file(os.path.join(REPO, "configs", "studies", "paper_grid.py"))
-  runs = study.plan(spec, str(tmp_path))
+  spec = spec_lib.load_config_file(os.path.join(REPO, "configs", "studies", "paper_grid.py"))
+  runs = spec_lib.plan(spec, str(tmp_path))
   assert len(runs) == 3 * 3 * 2 * 2
   by_name = {r.setting: r.config for r in runs}
   simclr = by_name["cifar100_simclr_resnet50_clae"]
@@ -197,13 +199,13 @@ def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
       "folder", 64, "imagenet", "val")
   assert spec.settings["cifar10_uel_resnet18_clae"].baseline == "cifar10_uel_resnet18_baseline"
   # 100 epochs of the 195 full batches of 256 that CIFAR's 50,000 images give.
-  assert study.run_images(by_name["cifar10_simclr_resnet18_clae"]) == 100 * 195 * 256
+  assert cost.run_images(by_name["cifar10_simclr_resnet18_clae"]) == 100 * 195 * 256
   # --plan's hours come from a benchmarks/step_time.py record of the same model and batch.
   c = by_name["cifar10_simclr_resnet18_clae"]
   record = {"architecture": "resnet18", "width": c.model.width, "image_size": 32,
             "batch": 256, "dtype": c.model.dtype, "plain_images_per_s": 2000.0,
             "clae_images_per_s": 1000.0}
-  table = study.cost_table(runs, [record, dict(record, batch=128, clae_images_per_s=1.0)])
+  table = cost.cost_table(runs, [record, dict(record, batch=128, clae_images_per_s=1.0)])
   row = next(l for l in table.splitlines() if l.startswith("| cifar10_simclr_resnet18_clae "))
   assert f" resnet18 {c.model.width} 32 256 {c.model.dtype} clae |" in row
   assert row.endswith(f"| 1000.0 | {100 * 195 * 256 / 1000 / 3600:.1f} |")
@@ -214,8 +216,8 @@ def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
 
 
 def test_fashion_mnist_study_spec_is_the_issue_grid(tmp_path):
-  spec = study.load_config_file(os.path.join(REPO, "configs", "studies", "fashion_mnist.py"))
-  runs = study.plan(spec, str(tmp_path))
+  spec = spec_lib.load_config_file(os.path.join(REPO, "configs", "studies", "fashion_mnist.py"))
+  runs = spec_lib.plan(spec, str(tmp_path))
   seeds = {}
   for r in runs:
     seeds.setdefault(r.setting, []).append(r.seed)
@@ -233,9 +235,9 @@ def test_fashion_mnist_study_spec_is_the_issue_grid(tmp_path):
 
 
 def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
-  spec = study.load_config_file(
+  spec = spec_lib.load_config_file(
       os.path.join(REPO, "configs", "studies", "fashion_mnist_learned.py"))
-  runs = study.plan(spec, str(tmp_path))
+  runs = spec_lib.plan(spec, str(tmp_path))
   seeds = {}
   for r in runs:
     seeds.setdefault(r.setting, []).append(r.seed)
@@ -249,7 +251,7 @@ def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
   assert {spec.settings[s].baseline for s in ("clae", "clae_fraction_0_25")} == {"simclr"}
   assert spec.settings.clae_w64.baseline == "simclr_w64"
   # The cheap attack against the full one, beside each setting against its baseline.
-  assert study.comparisons(spec) == [("clae", "simclr"), ("clae_fraction_0_25", "simclr"),
+  assert spec_lib.comparisons(spec) == [("clae", "simclr"), ("clae_fraction_0_25", "simclr"),
                                      ("clae_w64", "simclr_w64"), ("clae_fraction_0_25", "clae")]
 
 
@@ -262,14 +264,14 @@ def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
   spec.settings.a = {"overrides": {"adv": {"enabled": True}}, "baseline": "base"}
   spec.settings.b = {"overrides": {"adv": {"fraction": 0.5}}, "baseline": "base"}
   noise = (0.1, -0.1, 0.0)
-  margins = {"base": {m: (0.0, 0.0, 0.0) for m in study.METRICS},
+  margins = {"base": {m: (0.0, 0.0, 0.0) for m in report.METRICS},
              "a": {"knn_top1_backbone": (1.0, 1.1, 0.9), "knn_top1_embedding": (0.5, 0.8, 0.4),
                    "linear_top1": noise},
-             "b": {m: noise for m in study.METRICS}}
+             "b": {m: noise for m in report.METRICS}}
   summaries = [{"setting": name, "seed": seed, "train_seconds": 10.0, "eval_seconds": 1.0,
-                "interrupted": False, **{m: 80.0 + margin[m][seed] for m in study.METRICS}}
+                "interrupted": False, **{m: 80.0 + margin[m][seed] for m in report.METRICS}}
                for name, margin in margins.items() for seed in range(3)]
-  text = study.report_markdown(spec, [None] * 9, summaries, "cmd", "t")
+  text = report.report_markdown(spec, [None] * 9, summaries, "cmd", "t")
   rows = {tuple(line.split(" | ")[:2]): line for line in text.splitlines()
           if line.startswith(("| a |", "| b |"))}
   assert set(rows) >= {("| a", "base"), ("| b", "base"), ("| a", "b")}
@@ -285,43 +287,99 @@ def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
 
 def test_the_report_command_leaves_out_the_sitting_options():
   args = ["--spec=s.py", "--max_runs", "2", "--workdir", "w", "--export=d", "--spec.seeds=0"]
-  assert study._without_options(args, ("--max_runs", "--export")) == [
+  assert command.without_options(args, ("--max_runs", "--export")) == [
       "--spec=s.py", "--workdir", "w", "--spec.seeds=0"]
 
 
 def test_paired_interval_is_the_paired_t_interval():
-  mean, half, n = study.paired_interval([1.0, 2.0, 3.0])
+  mean, half, n = stats.paired_interval([1.0, 2.0, 3.0])
   # mean 2, sample std 1, t(0.975, 2 dof) = 4.3027.
   assert (mean, n) == (2.0, 3) and half == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-4)
-  assert study.verdict((mean, half, n)) == "within noise"
-  assert study.verdict(study.paired_interval([1.0, 1.2, 0.9])) == "gain"
-  assert study.verdict(study.paired_interval([-1.0, -1.2, -0.9])) == "loss"
-  assert study.verdict(study.paired_interval([0.5])) == "1 seed"
+  assert stats.verdict((mean, half, n)) == "within noise"
+  assert stats.verdict(stats.paired_interval([1.0, 1.2, 0.9])) == "gain"
+  assert stats.verdict(stats.paired_interval([-1.0, -1.2, -0.9])) == "loss"
+  assert stats.verdict(stats.paired_interval([0.5])) == "1 seed"
   # One accuracy of 85% on 10,000 images: a binomial std of 0.357 points.
-  assert study.sampling_noise(85.0, 10_000) == pytest.approx(0.3571, rel=1e-3)
+  assert stats.sampling_noise(85.0, 10_000) == pytest.approx(0.3571, rel=1e-3)
 
 
 def test_time_left_weighs_the_runs_left_by_their_step_times(tmp_path):
-  spec = study.load_config_file(
+  spec = spec_lib.load_config_file(
       os.path.join(REPO, "configs", "studies", "fashion_mnist_learned.py"))
-  planned = study.plan(spec, str(tmp_path))
+  planned = spec_lib.plan(spec, str(tmp_path))
   *width_32, simclr_w64, clae_w64 = planned
-  for run in width_32:
-    study._write_record(run, {"evaluated": True})
   docs = os.path.join(REPO, "docs", "study_fashion_mnist_learned")
-  step_times = study.read_step_times(
+  step_times = cost.read_step_times(
       f"{docs}/step_time_w32.jsonl,{docs}/step_time_w64.jsonl")
   # The last width-32 run finished in this sitting, in 1.1x its step hours.
-  last_hours = study.step_hours(width_32[-1], step_times)
-  text = study.time_left(planned, width_32[-1:], 1.1 * last_hours * 3600, step_times)
-  hours_left = study.step_hours(simclr_w64, step_times) + study.step_hours(clae_w64, step_times)
+  last_hours = cost.step_hours(width_32[-1], step_times)
+  left = [simclr_w64, clae_w64]
+  text = cost.time_left(left, width_32[-1:], 1.1 * last_hours * 3600, step_times)
+  hours_left = cost.step_hours(simclr_w64, step_times) + cost.step_hours(clae_w64, step_times)
   assert text.startswith(f"2 runs left, about {1.1 * hours_left * 60:.0f} min (")
   assert "x 1.10" in text
   # The width-64 pair takes over 6x the sitting's run, not 2x.
   assert hours_left > 6 * last_hours
   # Without a record of the runs left: this sitting's mean per run.
-  text = study.time_left(planned, width_32[-1:], 600.0, step_times[:1])
+  text = cost.time_left(left, width_32[-1:], 600.0, step_times[:1])
   assert text == "2 runs left, about 20 min (this sitting's mean per run)"
-  study._write_record(simclr_w64, {"evaluated": True})
-  study._write_record(clae_w64, {"evaluated": True})
-  assert study.time_left(planned, width_32[-1:], 600.0, step_times) == "no runs left"
+  assert cost.time_left([], width_32[-1:], 600.0, step_times) == "no runs left"
+
+
+def test_stats_against_textbook_values():
+  # Student's t, 2-sided 95%: t(0.975, 4) = 2.7764; differences 1..5: mean 3, std sqrt(2.5).
+  mean, half, n = stats.paired_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+  assert (mean, n) == (3.0, 5) and half == pytest.approx(2.7764 * 2.5 ** 0.5 / 5 ** 0.5, rel=1e-4)
+  # 99% with 1 degree of freedom: t(0.995, 1) = 63.657.
+  assert stats.paired_interval([0.0, 2.0], 0.99)[1] == pytest.approx(63.657, rel=1e-4)
+  assert stats.mean_std([2.0, 4.0, 6.0]) == (4.0, 2.0, 3)
+  assert stats.bonferroni_confidence(9) == pytest.approx(1 - 0.05 / 9)
+  runs = {"a": {0: {"m": 3.0}, 1: {"m": 5.0}, 2: {"m": 1.0}}, "b": {0: {"m": 1.0}, 2: {"m": 2.0}}}
+  assert stats.paired_values(runs, "a", "b", "m") == [2.0, -1.0]  # Seeds both have, by seed.
+
+
+def test_the_committed_learned_study_report_regenerates_byte_for_byte(tmp_path, monkeypatch):
+  """The report of docs/study_fashion_mnist_learned from its committed run records, with the
+  command it names: the records still read (their configs in today's schema) and the report
+  code is unchanged in effect."""
+  docs = os.path.join(REPO, "docs", "study_fashion_mnist_learned")
+  expected = open(os.path.join(docs, "report.md")).read()
+  command = re.search(r"Produced by `(.*)`\.", expected).group(1)
+  args = shlex.split(command)[3:]
+  options = dict(a.split("=", 1) if "=" in a else (a, None) for a in args if a.startswith("--"))
+  workdir = args[args.index("--workdir") + 1]
+  monkeypatch.chdir(tmp_path)
+  shutil.copytree(os.path.join(docs, "runs"), tmp_path / workdir / "runs")
+  os.symlink(os.path.join(REPO, "docs"), tmp_path / "docs")
+  spec = spec_lib.load_config_file(args[args.index("--spec") + 1])
+  planned = spec_lib.plan(spec, workdir)
+  for run in planned:
+    runner.check_same_config(run, runner.read_record(run))
+  step_times = cost.read_step_times(options["--step_times"])
+  summaries = runner.summaries(planned)
+  assert report.report_markdown(
+      spec, planned, summaries, command, spec_lib.title_of(spec, workdir),
+      ["settings.png", "cost.png", "sweep_fraction.png", "sweep_width.png"],
+      cost.step_time_ratios(spec, planned, step_times)) == expected
+
+
+def test_damaged_run_records_are_set_aside_and_the_grid_goes_on(tmp_path, idx_dir):
+  spec = tiny_spec(write_config(tmp_path, idx_dir))
+  run = spec_lib.plan(spec, str(tmp_path / "study"))[0]
+  os.makedirs(run.workdir)
+  record = os.path.join(run.workdir, "study_run.json")
+  for damage in ('{"evaluated": tr', "", "[1, 2]"):
+    with open(record, "w") as f:
+      f.write(damage)
+    assert runner.read_record(run) == {"interrupted_segments": 1}  # Its time is lost.
+    assert not os.path.exists(record)
+  assert len([n for n in os.listdir(run.workdir) if n.startswith("study_run.json.damaged-")]) >= 1
+  # A finished run whose eval.json is damaged is evaluated again; the damaged file is kept.
+  runner.write_record(run, {"evaluated": True, "trained": True, "train_seconds": 1.0})
+  with open(os.path.join(run.workdir, "eval.json"), "w") as f:
+    f.write('{"knn_top1_backbone": 8')
+  log = []
+  runner._check_evaluation(run, log.append)
+  assert "eval.json is damaged (not JSON: " in log[0] and log[0].endswith("evaluating it again")
+  assert not runner.is_finished(run) and runner.read_record(run)["trained"]
+  assert any(n.startswith("eval.json.damaged-") for n in os.listdir(run.workdir))

@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from adcl import xla_cpu
-from adcl.models import conv
 from conftest import cli_env
 
 FLAG = xla_cpu.YNN_FUSION_FLAG
@@ -40,15 +39,6 @@ def test_apply_defaults_warns_and_leaves_flags_once_jax_has_started(monkeypatch)
   with pytest.warns(UserWarning, match=f"called after jax started.*{FLAG}={OURS}"):
     assert not xla_cpu.apply_defaults(environ)
   assert environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
-
-
-def test_auto_conv_impl_follows_the_ynn_setting(monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}={OURS}")
-  assert not xla_cpu.ynn_convolutions_enabled()
-  assert conv.conv_function("auto") is conv.auto_cpu_conv  # batch_minor where it wins.
-  monkeypatch.setenv("XLA_FLAGS", f"--{FLAG}={JAXLIB}")
-  assert xla_cpu.ynn_convolutions_enabled()
-  assert conv.conv_function("auto") is None  # XLA's own: batch_minor was measured on Eigen.
 
 
 # A command as adcl's commands are made (adcl.cli.run around a main), whose main compiles a

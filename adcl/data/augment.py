@@ -156,7 +156,7 @@ def one_view(images: tf.Tensor, seed, views: ml_collections.ConfigDict, size: in
   if channels == 3 and views.gray_prob > 0:
     to_gray = _per_image(s[3], rows, batch, [1, 1, 1], 0.0, 1.0) < views.gray_prob
     x = tf.where(to_gray, tf.tile(_grayscale(x), [1, 1, 1, 3]), x)
-  if views.get("blur_prob", 0.0) > 0:
+  if views.blur_prob > 0:
     x = gaussian_blur(x, s[4], views.blur_prob, rows=rows)
   return x
 

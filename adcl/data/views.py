@@ -137,7 +137,7 @@ def one_view(image: jax.Array, key: jax.Array, views: ml_collections.ConfigDict,
   if channels == 3 and views.gray_prob > 0:
     x = jnp.where(jax.random.uniform(k_gray) < views.gray_prob,
                   jnp.broadcast_to(grayscale(x), x.shape), x)
-  if views.get("blur_prob", 0.0) > 0:
+  if views.blur_prob > 0:
     x = gaussian_blur(x, k_blur, views.blur_prob)
   return x
 

@@ -12,13 +12,14 @@ as JSON, keyed by a hash of both, in `$ADCL_CACHE_DIR/pixel_baselines/` (default
 
 import hashlib
 import json
+import logging
 import os
 from typing import Optional
 
 import ml_collections
 import numpy as np
 
-from adcl import paths
+from adcl import errors, paths
 from adcl.data import normalize
 from adcl.evaluation import knn, linear
 
@@ -72,11 +73,13 @@ def baseline(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: 
   new result is written to the cache (atomically: concurrent runs write the same file)."""
   path = paths.resolve(directory or cache_dir()) / "pixel_baselines" / (
       cache_key(data, data_config, k, sigma) + ".json")
-  if path.exists():
-    try:
-      return json.loads(path.read_text())
-    except ValueError:  # A damaged entry is recomputed and replaced.
-      pass
+  try:
+    cached = paths.read_json_object(path)
+  except errors.DamagedFile as error:  # A cache entry: recomputed and replaced.
+    logging.getLogger("absl").warning("%s; computing it again", error)
+    cached = None
+  if cached is not None:
+    return cached
   result = compute(data, data_config, k, sigma)
   try:
     paths.write_atomic(path, json.dumps(result))

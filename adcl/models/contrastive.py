@@ -1,6 +1,6 @@
 """Encoder + projection head: the f of docs/method.md §1, output L2-normalised."""
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,7 +33,6 @@ class ContrastiveModel(nn.Module):
   stem: str = "cifar"
   projector: Sequence[int] = (128,)
   dtype: Any = jnp.float32
-  conv_general_dilated: Optional[Callable] = None  # None: XLA's own (adcl.models.resnet).
   remat: bool = False
 
   def setup(self):
@@ -41,7 +40,7 @@ class ContrastiveModel(nn.Module):
       raise ValueError(f"config.model.architecture={self.architecture!r}; "
                        f"choose one of {sorted(ARCHITECTURES)}")
     self.encoder = ResNet(width=self.width, stem=self.stem, dtype=self.dtype,
-                          conv_general_dilated=self.conv_general_dilated, remat=self.remat,
+                          remat=self.remat,
                           **ARCHITECTURES[self.architecture])
     self.head = Projector(self.projector)
 

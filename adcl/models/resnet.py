@@ -5,7 +5,7 @@ Every module takes `(x, train, adv)`: `train` selects batch statistics (and thei
 """
 
 from functools import partial
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,12 +23,11 @@ class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   dtype: Any = jnp.float32
-  conv_general_dilated: Optional[Callable] = None
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool, adv: bool):
-    conv = _conv(self.dtype, self.conv_general_dilated)
+    conv = _conv(self.dtype)
     y = conv(self.filters, (3, 3), self.strides, padding=1)(x)
     y = nn.relu(DualBatchNorm()(y, train, adv))
     y = conv(self.filters, (3, 3), 1, padding=1)(y)
@@ -42,12 +41,11 @@ class Bottleneck(nn.Module):
   filters: int
   strides: int = 1
   dtype: Any = jnp.float32
-  conv_general_dilated: Optional[Callable] = None
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool, adv: bool):
-    conv = _conv(self.dtype, self.conv_general_dilated)
+    conv = _conv(self.dtype)
     y = nn.relu(DualBatchNorm()(conv(self.filters, (1, 1))(x), train, adv))
     y = conv(self.filters, (3, 3), self.strides, padding=1)(y)
     y = nn.relu(DualBatchNorm()(y, train, adv))
@@ -55,10 +53,9 @@ class Bottleneck(nn.Module):
     return nn.relu(y + _shortcut(x, 4 * self.filters, self.strides, conv, train, adv))
 
 
-def _conv(dtype, conv_general_dilated: Optional[Callable]):
-  """nn.Conv as every ResNet layer uses it; `conv_general_dilated` None is XLA's own."""
-  return partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=dtype,
-                 conv_general_dilated=conv_general_dilated)
+def _conv(dtype):
+  """nn.Conv as every ResNet layer uses it."""
+  return partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=dtype)
 
 
 def _shortcut(x, out_channels, strides, conv, train, adv):
@@ -87,15 +84,12 @@ class ResNet(nn.Module):
   width: int = 64
   stem: str = "cifar"
   dtype: Any = jnp.float32
-  # The convolution (lax.conv_general_dilated's signature); None: XLA's own. adcl.build picks
-  # it from config.model.conv_impl (adcl.models.conv).
-  conv_general_dilated: Optional[Callable] = None
   remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, adv: bool = False) -> jax.Array:
     """x: [N, H, W, C] normalised images -> [N, width * 2**(stages-1) * expansion]."""
-    conv = _conv(self.dtype, self.conv_general_dilated)
+    conv = _conv(self.dtype)
     if self.stem == "cifar":
       x = conv(self.width, (3, 3), 1, padding=1, name="stem_conv")(x)
     elif self.stem == "imagenet":
@@ -112,7 +106,7 @@ class ResNet(nn.Module):
       for index in range(num_blocks):
         strides = 2 if stage > 0 and index == 0 else 1
         # Named as without remat (BasicBlock_0, ...), so checkpoints do not depend on it.
-        x = block(self.width * 2**stage, strides, self.dtype, self.conv_general_dilated,
+        x = block(self.width * 2**stage, strides, self.dtype,
                   name=f"{self.block.__name__}_{count}")(x, train, adv)
         count += 1
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
