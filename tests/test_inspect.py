@@ -211,3 +211,95 @@ def test_evaluate_cli_writes_eval_json_and_refuses_bad_input(runs, tmp_path):
   assert json.load(open(workdir / "eval.json")) == report  # Nothing written over.
   assert sorted(os.listdir(workdir / "figures")) == figures_before == [
       "adversarial_views.png", "embedding_pca.png", "training_curves.png"]
+
+
+# Damage as a user meets it: a copy cut mid-line, a file that is not JSON, an emptied file.
+DAMAGES = {"cut": lambda text: text[:len(text) // 2], "not_json": lambda text: "<html>oops",
+           "empty": lambda text: ""}
+
+
+def _damage(path, how):
+  text = open(path).read()
+  with open(path, "w") as f:
+    f.write(DAMAGES[how](text))
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGES))
+def test_a_damaged_eval_json_is_named_in_one_line(runs, tmp_path, how):
+  workdir = tmp_path / "run"
+  shutil.copytree(runs["clae"], workdir)
+  _damage(workdir / "eval.json", how)
+  with pytest.raises(ValueError) as error:
+    compare.summarize(str(workdir))
+  message = str(error.value)
+  assert "\n" not in message and f"{workdir / 'eval.json'} is damaged (" in message
+  assert ("empty" if how == "empty" else "not JSON") in message
+  assert "python -m adcl.evaluate --workdir" in message
+  # The notebook's curves need it only for a reference line: drawn without it.
+  run = inspect.load(str(workdir))
+  assert len(run.figure_curves().axes) == 4
+  assert (workdir / "eval.json").exists()  # Nothing deleted.
+
+
+def test_a_damaged_eval_json_is_one_line_from_the_compare_command(runs, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(runs["clae"], workdir)
+  _damage(workdir / "eval.json", "cut")
+  result = subprocess.run([sys.executable, "-m", "adcl.compare", runs["baseline"], str(workdir),
+                           "--output", str(tmp_path / "out")], cwd=REPO, env=cli_env(devices=1),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("adcl.compare: error: ") and "eval.json is damaged (not JSON" in last
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGES))
+def test_a_damaged_metrics_jsonl_is_read_around_and_training_goes_on(trained, tmp_path, how):
+  runs, config = trained
+  workdir = tmp_path / "run"
+  shutil.copytree(runs["clae"], workdir)
+  lines = open(workdir / "metrics.jsonl").read().splitlines()
+  _damage(workdir / "metrics.jsonl", how)
+  readable = {"cut": 1, "not_json": 0, "empty": 0}[how]  # Lines that still parse.
+  assert len(inspect.load(str(workdir)).metrics()) == readable < len(lines)
+  assert compare.summarize(str(workdir))["linear_top1"] >= 0
+  c = config.copy_and_resolve_references()
+  c.adv.enabled, c.train.num_steps = True, 6
+  train.run(c, str(workdir))  # Resumes at step 4; the damaged file is kept as a copy.
+  steps = [json.loads(l)["step"] for l in open(workdir / "metrics.jsonl")]
+  assert steps[-2:] == [5, 6] and len(steps) == readable + 2
+  copies = [n for n in os.listdir(workdir) if n.startswith("metrics.jsonl.damaged-")]
+  assert len(copies) == (how != "empty")  # An empty file has no damaged line to keep.
+
+
+def test_a_damaged_checkpoint_config_is_named_and_set_aside_on_resume(trained, tmp_path):
+  runs, config = trained
+  workdir = tmp_path / "run"
+  shutil.copytree(runs["clae"], workdir)
+  _damage(workdir / "checkpoints" / "4" / "config" / "metadata", "cut")
+  with pytest.raises(ValueError, match=r"checkpoints/4/config is damaged \(") as error:
+    inspect.load(str(workdir))
+  assert "\n" not in str(error.value)
+  assert inspect.load(str(workdir), step=2).step == 2  # The one before still loads.
+  c = config.copy_and_resolve_references()
+  c.adv.enabled, c.train.num_steps = True, 6
+  train.run(c, str(workdir))  # Sets checkpoint 4 aside, resumes from 2.
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]
+  assert [n.split("-")[0] for n in os.listdir(workdir / "damaged_checkpoints")] == ["4"]
+
+
+def test_a_checkpoint_from_before_a_key_existed_still_loads(runs, tmp_path):
+  """A saved config is read into today's schema: a key added since takes its default, a key
+  since retired is dropped."""
+  workdir = tmp_path / "run"
+  shutil.copytree(runs["clae"], workdir)
+  for step in ("2", "4"):
+    path = workdir / "checkpoints" / step / "config" / "metadata"
+    saved = json.loads(path.read_text())
+    del saved["adv"]["fraction"], saved["model"]["remat"], saved["optim"]["schedule"]
+    saved["model"]["conv_impl"] = "auto"  # A key adcl no longer has.
+    path.write_text(json.dumps(saved))
+  run = inspect.load(str(workdir))
+  assert run.config.adv.fraction == 1.0 and run.config.optim.schedule == "constant"
+  assert "conv_impl" not in run.config.model
+  assert run.evaluate(robust_examples=0, limit=32)["knn_top1_backbone"] >= 0

@@ -57,7 +57,7 @@ def test_pixel_baseline_matches_a_direct_numpy_computation():
   assert result["pixels_knn_top1"] > 60 and result["pixels_linear_top1"] > 60
 
 
-def test_pixel_baseline_is_cached_per_data_and_settings(tmp_path, monkeypatch):
+def test_pixel_baseline_is_cached_per_data_and_settings(tmp_path, monkeypatch, caplog):
   data, config = _tiny_data(), _data_config()
   first = pixels.baseline(data, config, 7, 0.1, directory=str(tmp_path))
   entries = list((tmp_path / "pixel_baselines").iterdir())
@@ -73,10 +73,15 @@ def test_pixel_baseline_is_cached_per_data_and_settings(tmp_path, monkeypatch):
   keys = {pixels.cache_key(data, config, 7, 0.1), pixels.cache_key(other, config, 7, 0.1),
           pixels.cache_key(data, config, 5, 0.1), pixels.cache_key(data, _data_config(4), 7, 0.1)}
   assert len(keys) == 4
-  # A damaged entry is recomputed, not trusted.
-  entries[0].write_text("{not json")
-  monkeypatch.setattr(pixels, "compute", lambda *a: {"pixels_knn_top1": 1.0})
-  assert pixels.baseline(data, config, 7, 0.1, directory=str(tmp_path)) == {"pixels_knn_top1": 1.0}
+  # A damaged entry (cut, not JSON, empty) is recomputed with a warning naming it, not trusted.
+  text = entries[0].read_text()
+  for damaged in (text[:len(text) // 2], "{not json", "", "[1]"):
+    entries[0].write_text(damaged)
+    monkeypatch.setattr(pixels, "compute", lambda *a: {"pixels_knn_top1": 1.0})
+    caplog.clear()
+    assert pixels.baseline(data, config, 7, 0.1, directory=str(tmp_path)) == {"pixels_knn_top1": 1.0}
+    assert f"{entries[0]} is damaged (" in caplog.text and "computing it again" in caplog.text
+    assert json.loads(entries[0].read_text()) == {"pixels_knn_top1": 1.0}
 
 
 def test_training_curves_draw_the_pixel_baseline_as_a_reference_line():

@@ -132,3 +132,31 @@ def test_paper_recipes_are_valid():
       c = configs.paper_recipe(dataset, method)
       configs.validate(c, 8)
       assert c.loss.temperature == {"plain": 0.1, "uel": 0.1, "simclr": 0.5}[method]
+
+
+def test_the_learning_rate_of_each_logged_step_is_in_the_metrics(tiny, tmp_path):
+  tiny.optim.name, tiny.optim.lr, tiny.optim.schedule = "adam", 0.01, "cosine"
+  tiny.optim.decay_epochs = tiny.optim.decay_factors = ()
+  tiny.train.log_every = 1
+  train.run(tiny, str(tmp_path / "w"))
+  lines = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
+  # Step s applies update s - 1 of a cosine from 0.01 to 0 over the 4 steps.
+  expected = [0.01 * 0.5 * (1 + np.cos(np.pi * (s - 1) / 4)) for s in (1, 2, 3, 4)]
+  np.testing.assert_allclose([l["learning_rate"] for l in lines], expected, rtol=1e-6)
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(str(tmp_path / "w" / "tensorboard"))
+  events.Reload()
+  assert [e.step for e in events.Scalars("learning_rate")] == [1, 2, 3, 4]
+
+
+def test_a_saved_config_is_read_into_todays_schema():
+  saved = configs.base().to_dict()
+  del saved["adv"]["fraction"]  # Added after the run that saved it.
+  saved["model"]["conv_impl"] = "auto"  # Retired since.
+  saved["model"]["width"] = 8
+  saved["data"]["mean"] = [0.5]  # JSON has lists where the schema has tuples.
+  config = configs.from_saved(saved)
+  assert config.adv.fraction == 1.0 and "conv_impl" not in config.model
+  assert config.model.width == 8 and config.data.mean == (0.5,)
+  assert configs.incompatible_keys(config, configs.base()) == [
+      "model.width (checkpoint 8, config 64)"]
