@@ -114,14 +114,15 @@ def trainer(config: ml_collections.ConfigDict, image_shape: tuple, steps_per_epo
       device_views(config, image_shape[-1]) if where == "device" else None)
   return Trainer(built, tx, mesh, tuple(image_shape), int(config.seed), train_step,
                  config.eval.features,
-                 optim.learning_rate(config, steps_per_epoch, total_steps), where)
+                 # Compiled once: op by op, each schedule op would be a compilation of its own.
+                 jax.jit(optim.learning_rate(config, steps_per_epoch, total_steps)), where)
 
 
 def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> str:
   """Where the training views are drawn: 'host' (tf.data, adcl/data/augment.py) or 'device'
   (jax, in the compiled step, adcl/data/views.py). data.views_on 'auto' picks by backend:
   the device on GPU and TPU, where host CPUs cannot keep up with the step; the host on CPU,
-  where tf.data's threads overlap with the step (the README gives the measurements), unless
+  where tf.data's threads overlap with the step (docs/data.md says why), unless
   TensorFlow is not installed."""
   choice = config.data.views_on
   if choice != "auto":

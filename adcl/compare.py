@@ -121,11 +121,14 @@ def main(argv):
   print(f"wrote {os.path.join(f.output, 'compare.md')} and compare.png")
 
 
-def define_flags() -> None:
+def define_flags(flag_values=None) -> None:
+  """The command's flags, on `flag_values` (default: absl's global FLAGS)."""
   from absl import flags
-
-  flags.DEFINE_string("names", None, "Comma-separated run names (default: the folder names).")
-  flags.DEFINE_string("output", "compare", "Folder for compare.md and compare.png.")
+  fv = flags.FLAGS if flag_values is None else flag_values
+  flags.DEFINE_string("names", None, "Comma-separated run names (default: the folder names).",
+                      flag_values=fv)
+  flags.DEFINE_string("output", "compare", "Folder for compare.md and compare.png.",
+                      flag_values=fv)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ SOURCES = ("tfds", "idx", "npz", "folder")
 
 
 def base() -> ml_collections.ConfigDict:
-  """Every key with its default. The comments are the key reference of the README."""
+  """Every key with its default. The comments are the key reference (docs/training.md)."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds parameters, data order, views and attack randomness.
 

@@ -49,13 +49,19 @@ def main(argv):
     print(f"wrote {path}")
 
 
-def define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Training workdir (with checkpoints/).", required=True)
-  flags.DEFINE_integer("checkpoint", -1, "Step to evaluate (default: the latest).")
+def define_flags(flag_values=None) -> None:
+  """The command's flags, on `flag_values` (default: absl's global FLAGS)."""
+  fv = flags.FLAGS if flag_values is None else flag_values
+  flags.DEFINE_string("workdir", None, "Training workdir (with checkpoints/).", required=True,
+                      flag_values=fv)
+  flags.DEFINE_integer("checkpoint", -1, "Step to evaluate (default: the latest).",
+                       flag_values=fv)
   flags.DEFINE_integer("robust_examples", 1000,
-                       "Test images attacked for robust accuracy (0: no attack).")
-  flags.DEFINE_bool("figures", True, "Also write the run's figures to WORKDIR/figures/.")
-  flags.DEFINE_integer("figure_examples", 2000, "Test images in the embedding projection.")
+                       "Test images attacked for robust accuracy (0: no attack).", flag_values=fv)
+  flags.DEFINE_bool("figures", True, "Also write the run's figures to WORKDIR/figures/.",
+                    flag_values=fv)
+  flags.DEFINE_integer("figure_examples", 2000, "Test images in the embedding projection.",
+                       flag_values=fv)
 
 
 if __name__ == "__main__":

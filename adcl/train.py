@@ -133,21 +133,26 @@ def main(argv):
   run(f.config, f.workdir)
 
 
-def define_flags() -> None:
-  """The command's flags; defined only when it runs as a command, so that other commands
-  (adcl.study) can import this module and define their own."""
+def define_flags(flag_values=None) -> None:
+  """The command's flags, on `flag_values` (default: absl's global FLAGS); defined only when
+  it runs as a command, so that other commands (adcl.study) can import this module."""
   from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-  flags.DEFINE_string(
-      "coordinator", None, "host:port of process 0 for a multi-process run ($ADCL_COORDINATOR).")
-  flags.DEFINE_integer("num_processes", None, "Processes in the run ($ADCL_NUM_PROCESSES).")
-  flags.DEFINE_integer("process_id", None, "This process's index ($ADCL_PROCESS_ID).")
-  flags.DEFINE_bool(
-      "distributed", False, "Multi-process run whose cluster jax detects (TPU VM pod slices).")
-  flags.DEFINE_integer("join_timeout", 300, "Seconds to wait for every process to join.")
-  flags.mark_flags_as_required(["config"])
+  fv = flags.FLAGS if flag_values is None else flag_values
+  config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True,
+                                  flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.", flag_values=fv)
+  flags.DEFINE_string("coordinator", None, "host:port of process 0 for a multi-process run "
+                      "($ADCL_COORDINATOR).", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "Processes in the run ($ADCL_NUM_PROCESSES).",
+                       flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "This process's index ($ADCL_PROCESS_ID).",
+                       flag_values=fv)
+  flags.DEFINE_bool("distributed", False, "Multi-process run whose cluster jax detects (TPU VM "
+                    "pod slices).", flag_values=fv)
+  flags.DEFINE_integer("join_timeout", 300, "Seconds to wait for every process to join.",
+                       flag_values=fv)
+  flags.mark_flags_as_required(["config"], flag_values=fv)
 
 
 if __name__ == "__main__":

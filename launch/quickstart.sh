@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run the quickstart: CLAE on Fashion-MNIST, a small ResNet, ~6 minutes on 2 CPU cores.
+# Set up and run the quickstart: CLAE on Fashion-MNIST, a small ResNet, a few minutes on 2 CPU cores.
 # Data: Debian's dataset-fashion-mnist (installed here when apt is available), else TFDS
 # (downloads; needs internet). Extra arguments go to adcl.train, e.g. --config.train.num_epochs=4.
 set -euo pipefail

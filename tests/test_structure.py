@@ -122,7 +122,8 @@ def test_no_import_cycle_among_adcl_modules():
 
 @pytest.mark.parametrize("call, allowed", [
     ("make_train_step(", {"adcl/step.py", "adcl/build.py"}),
-    ("create_train_state(", {"adcl/step.py", "adcl/build.py"}),
+    # benchmarks/init_time.py times this one call with and without its compiler options.
+    ("create_train_state(", {"adcl/step.py", "adcl/build.py", "benchmarks/init_time.py"}),
     ("make_optimizer(", {"adcl/optim.py", "adcl/build.py", "tests/test_optim.py"}),
 ])
 def test_the_build_sequence_is_written_once(call, allowed):

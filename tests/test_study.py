@@ -103,7 +103,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert "--max_runs" not in partial  # The report names the command of the whole grid.
   # --plan marks what this workdir has finished.
   planned = spec_lib.plan(spec_lib.load_config_file(spec_path), str(workdir))
-  table = cost.cost_table(planned, [], [r for r in planned if runner.is_finished(r)])
+  table = report.plan_table(planned, [], [r for r in planned if runner.is_finished(r)])
   assert "| baseline seed 0 (done) |" in table and "| clae seed 1 |" in table
 
   rerun = subprocess.run(command, cwd=REPO, env=cli_env(devices=2), capture_output=True,
@@ -205,7 +205,7 @@ def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
   record = {"architecture": "resnet18", "width": c.model.width, "image_size": 32,
             "batch": 256, "dtype": c.model.dtype, "plain_images_per_s": 2000.0,
             "clae_images_per_s": 1000.0}
-  table = cost.cost_table(runs, [record, dict(record, batch=128, clae_images_per_s=1.0)])
+  table = report.plan_table(runs, [record, dict(record, batch=128, clae_images_per_s=1.0)])
   row = next(l for l in table.splitlines() if l.startswith("| cifar10_simclr_resnet18_clae "))
   assert f" resnet18 {c.model.width} 32 256 {c.model.dtype} clae |" in row
   assert row.endswith(f"| 1000.0 | {100 * 195 * 256 / 1000 / 3600:.1f} |")

@@ -152,11 +152,11 @@ def test_the_learning_rate_of_each_logged_step_is_in_the_metrics(tiny, tmp_path)
 def test_a_saved_config_is_read_into_todays_schema():
   saved = configs.base().to_dict()
   del saved["adv"]["fraction"]  # Added after the run that saved it.
-  saved["model"]["conv_impl"] = "auto"  # Retired since.
+  saved["model"]["retired_switch"] = "auto"  # Retired since.
   saved["model"]["width"] = 8
   saved["data"]["mean"] = [0.5]  # JSON has lists where the schema has tuples.
   config = configs.from_saved(saved)
-  assert config.adv.fraction == 1.0 and "conv_impl" not in config.model
+  assert config.adv.fraction == 1.0 and "retired_switch" not in config.model
   assert config.model.width == 8 and config.data.mean == (0.5,)
   assert configs.incompatible_keys(config, configs.base()) == [
       "model.width (checkpoint 8, config 64)"]

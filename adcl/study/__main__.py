@@ -18,7 +18,7 @@ from typing import Sequence
 from absl import flags
 
 from adcl import cli, errors
-from adcl.study import cost, runner, spec as spec_lib
+from adcl.study import cost, report, runner, spec as spec_lib
 
 
 def main(argv):
@@ -29,7 +29,7 @@ def main(argv):
   planned = spec_lib.plan(f.spec, f.workdir)
   if f.plan:
     finished = [run for run in planned if runner.is_finished(run)]
-    print(cost.cost_table(planned, step_times, finished), end="")
+    print(report.plan_table(planned, step_times, finished), end="")
     return
   # The report names the command that makes the whole grid, without this sitting's options.
   command = "python -m adcl.study " + " ".join(
@@ -55,24 +55,28 @@ def without_options(args: Sequence[str], names: Sequence[str]) -> list:
   return kept
 
 
-def define_flags() -> None:
+def define_flags(flag_values=None) -> None:
+  """The command's flags, on `flag_values` (default: absl's global FLAGS)."""
   from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file("spec", None, "Path to a study spec file.", lock_config=False)
+  fv = flags.FLAGS if flag_values is None else flag_values
+  config_flags.DEFINE_config_file("spec", None, "Path to a study spec file.", lock_config=False,
+                                  flag_values=fv)
   flags.DEFINE_string("workdir", None, "Folder of the study (runs/, report.md, figures/).",
-                      required=True)
+                      required=True, flag_values=fv)
   flags.DEFINE_integer("max_runs", 0, "Stop after this many runs have finished in this "
                        "sitting (0: run the whole grid); rerun the command to go on.",
-                       lower_bound=0)
+                       lower_bound=0, flag_values=fv)
   flags.DEFINE_string("export", None, "Redraw report.md and figures/ from the finished runs and "
                       "copy them and the runs' records (no checkpoints) to this folder; train "
-                      "nothing. Copying its runs/ into a new --workdir resumes the grid there.")
+                      "nothing. Copying its runs/ into a new --workdir resumes the grid there.",
+                      flag_values=fv)
   flags.DEFINE_string("step_times", "", "Comma-separated files of benchmarks/step_time.py's "
                       "JSON lines: the report's step-time ratio of each setting to its "
-                      "baseline, the cost figure's axis, and --plan's speeds.")
+                      "baseline, the cost figure's axis, and --plan's speeds.", flag_values=fv)
   flags.DEFINE_bool("plan", False, "Print every planned run and, for the models that "
-                    "--step_times timed, its hours; run nothing.")
-  flags.mark_flags_as_required(["spec"])
+                    "--step_times timed, its hours; run nothing.", flag_values=fv)
+  flags.mark_flags_as_required(["spec"], flag_values=fv)
 
 
 if __name__ == "__main__":

@@ -130,13 +130,16 @@ def time_left(left: Sequence[spec_lib.PlannedRun], finished_here: Sequence[spec_
   return f"{len(left)} runs left, about {minutes:.0f} min ({how})"
 
 
-def cost_table(planned: Sequence[spec_lib.PlannedRun], step_times: Sequence[dict],
-               finished: Sequence[spec_lib.PlannedRun] = ()) -> str:
-  """Markdown: every planned run, its model key, the images it trains on and, where a
-  step_time record (read_step_times) timed that model, the hours it takes at that speed; the
-  `finished` runs are marked, and the hours still to run summed apart."""
-  from adcl.study import report
+PLAN_HEADER = ("run", "data", "model (arch, width, px, batch, dtype, step)", "epochs",
+               "images (M)", "images/s", "hours")
 
+
+def plan_rows(planned: Sequence[spec_lib.PlannedRun], step_times: Sequence[dict],
+              finished: Sequence[spec_lib.PlannedRun] = ()) -> list:
+  """One row (PLAN_HEADER's columns) per planned run: its model key, the images it trains on
+  and, where a step_time record (read_step_times) timed that model, the hours it takes at
+  that speed; the `finished` runs are marked. A last row sums the hours, and those still to
+  run apart."""
   done_keys = {(run.setting, run.seed) for run in finished}
   rows, total, left, unmeasured = [], 0.0, 0.0, 0
   for run in planned:
@@ -153,5 +156,4 @@ def cost_table(planned: Sequence[spec_lib.PlannedRun], step_times: Sequence[dict
                  f"{hours:.1f}" if hours else "–"])
   rows.append(["all", "", "", "", "", "", f"{total:.1f}, {left:.1f} left"
                + (f" (+{unmeasured} runs not timed)" if unmeasured else "")])
-  return report.table(["run", "data", "model (arch, width, px, batch, dtype, step)", "epochs",
-                       "images (M)", "images/s", "hours"], rows) + "\n"
+  return rows

@@ -26,6 +26,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
+def plan_table(planned, step_times: Sequence[dict], finished: Sequence = ()) -> str:
+  """`--plan`'s markdown: cost.plan_rows under cost.PLAN_HEADER."""
+  return table(cost.PLAN_HEADER, cost.plan_rows(planned, step_times, finished)) + "\n"
+
+
 def aggregate(spec, summaries: Sequence[dict]) -> dict:
   """{setting: {seed: summary}} of the finished runs, in the spec's setting order."""
   runs = {name: {} for name in spec.settings}

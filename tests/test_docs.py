@@ -1,0 +1,121 @@
+"""The documentation: links that resolve, commands that parse, and code comments that do not
+date (measurements live in docs/performance.md)."""
+
+import ast
+import io
+import os
+import re
+import shlex
+import subprocess
+import tokenize
+
+import pytest
+from absl import flags
+
+from conftest import REPO
+
+PAGES = ["README.md"] + sorted(
+    os.path.join(root, name)[len(REPO) + 1:]
+    for root, _, names in os.walk(os.path.join(REPO, "docs")) for name in names
+    if name.endswith(".md"))
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(text: str) -> set:
+  """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to -."""
+  return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+          for line in text.splitlines() if line.startswith("#")}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_relative_link_resolves(page):
+  text = open(os.path.join(REPO, page)).read()
+  for target in LINK.findall(text):
+    if re.match(r"[a-z]+:", target):
+      continue  # A URL.
+    path, _, anchor = target.partition("#")
+    resolved = os.path.normpath(os.path.join(REPO, os.path.dirname(page), path)) if path else (
+        os.path.join(REPO, page))
+    assert os.path.exists(resolved), f"{page}: {target} does not exist"
+    if anchor and resolved.endswith(".md"):
+      assert anchor in _anchors(open(resolved).read()), f"{page}: no heading for #{anchor}"
+
+
+def test_the_readme_is_short():
+  assert len(open(os.path.join(REPO, "README.md")).read().splitlines()) <= 220
+
+
+def _shown_commands(page: str) -> list:
+  """The command lines of a page's ```bash blocks, comments dropped."""
+  blocks = re.findall(r"```bash\n(.*?)```", open(os.path.join(REPO, page)).read(), re.S)
+  return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
+          if line.strip() and not line.startswith("#")]
+
+
+def _parse(module_name: str, args: list) -> None:
+  """Parse `args` with the command's own flags, as its main would get them (config
+  overrides, `--config.KEY=VALUE`, are found in sys.argv by ml_collections)."""
+  import importlib
+  import sys
+  module = importlib.import_module(module_name)
+  flag_values = flags.FlagValues()
+  module.define_flags(flag_values)
+  argv, sys.argv = sys.argv, [module_name, *args]
+  try:
+    flag_values(sys.argv)
+  finally:
+    sys.argv = argv
+
+
+def test_every_command_the_readme_shows_parses(monkeypatch):
+  monkeypatch.chdir(REPO)  # Config paths are relative to the repository, as users run them.
+  commands = _shown_commands("README.md")
+  assert len(commands) >= 6
+  for command in commands:
+    for part in command.split(" && "):
+      words = shlex.split(part)
+      if words[0] == "bash":  # A script: it exists and bash can parse it.
+        result = subprocess.run(["bash", "-n", words[1]], capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+      elif words[0].endswith("python") and words[1] == "-m" and words[2].startswith("adcl."):
+        module = words[2] + (".__main__" if words[2] == "adcl.study" else "")
+        _parse(module, words[3:])
+      else:
+        pytest.fail(f"README command of an unknown kind: {command}")
+
+
+def test_a_bad_flag_in_a_shown_command_would_be_caught():
+  with pytest.raises(flags.Error):
+    _parse("adcl.evaluate", ["--workdir", "w", "--robust_exampels", "3"])
+  with pytest.raises((flags.Error, KeyError, AttributeError)):
+    _parse("adcl.train", ["--config", "configs/quickstart.py", "--workdir", "w",
+                          "--config.train.batch_sise=3"])
+
+
+# A measured figure: a number with a unit of time, speed or work.
+FIGURE = re.compile(r"\d[\d.]*\s?(img/s|images/s|ms\b|s\b|sec\b|seconds|min\b|minutes|hours|"
+                    r"GFLOP|TFLOP)|GFLOP|img/s")
+
+
+def _comments_and_docstrings(path: str):
+  source = open(path).read()
+  for token in tokenize.generate_tokens(io.StringIO(source).readline):
+    if token.type == tokenize.COMMENT:
+      yield token.start[0], token.string
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+      docstring = ast.get_docstring(node, clean=False)
+      if docstring:
+        for offset, line in enumerate(docstring.splitlines()):
+          yield node.body[0].lineno + offset, line
+
+
+def test_no_comment_or_docstring_in_adcl_holds_a_measured_figure():
+  found = []
+  for root, _, names in os.walk(os.path.join(REPO, "adcl")):
+    for name in sorted(n for n in names if n.endswith(".py")):
+      path = os.path.join(root, name)
+      found += [f"{os.path.relpath(path, REPO)}:{line}: {text.strip()}"
+                for line, text in _comments_and_docstrings(path) if FIGURE.search(text)]
+  assert not found, "measurements belong in docs/performance.md:\n" + "\n".join(found)
+  assert FIGURE.search("takes 6.5 s on 8 devices") and FIGURE.search("plain 14.3 img/s")
