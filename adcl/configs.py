@@ -253,6 +253,19 @@ def lookup(config, dotted: str):
   return value
 
 
+def set_value(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+  """Set the existing key `dotted` of `config`: KeyError if it has no such key (or a value
+  where a section is named), TypeError if `value` does not fit the key's type."""
+  section, _, name = dotted.rpartition(".")
+  try:
+    parent = lookup(config, section) if section else config
+  except (KeyError, TypeError):  # A missing section, or a value where a section is named.
+    raise KeyError(dotted) from None
+  if not isinstance(parent, ml_collections.ConfigDict) or name not in parent:
+    raise KeyError(dotted)
+  setattr(parent, name, value)
+
+
 def flatten(nested, prefix: str = "") -> dict:
   """{dotted key: value} of every leaf of a nested ConfigDict or dict, in its order."""
   flat = {}
@@ -340,17 +353,11 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   schema: its values over `base()`. A key added since that run takes its default, which
   keeps the behaviour the run had; a key since retired is dropped."""
   config = base()
-
-  def merge(target: ml_collections.ConfigDict, values: dict) -> None:
-    for key, value in values.items():
-      if key not in target:
-        continue  # Retired.
-      if isinstance(target[key], ml_collections.ConfigDict) and isinstance(value, dict):
-        merge(target[key], value)
-      else:
-        target[key] = value
-
-  merge(config, saved)
+  for dotted, value in flatten(saved).items():
+    try:
+      set_value(config, dotted, value)
+    except KeyError:
+      pass  # Retired.
   return config
 
 

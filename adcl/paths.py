@@ -69,24 +69,27 @@ def read_jsonl(path, keep_copy: bool = False) -> list:
   path = resolve(path)
   if not path.exists():
     return []
-  records, damaged = [], []
-  for number, line in enumerate(path.read_bytes().decode(errors="replace").splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      record = None
-    if isinstance(record, dict):
-      records.append(record)
-    else:
-      damaged.append(number)
+  lines = parse_jsonl(path.read_bytes().decode(errors="replace"))
+  records = [record for _, record in lines if isinstance(record, dict)]
+  damaged = [number for number, record in lines if not isinstance(record, dict)]
   if damaged:
     copy = f"; a copy of it is in {set_aside(path, copy=True)}" if keep_copy else ""
     logging.getLogger("absl").warning(
         "%s is damaged: line(s) %s are not JSON objects and are skipped%s", path,
         ", ".join(map(str, damaged[:10])) + (" ..." if len(damaged) > 10 else ""), copy)
   return records
+
+
+def parse_jsonl(text: str) -> list:
+  """[(line number, its JSON value or None where it does not parse)] of the non-blank lines."""
+  parsed = []
+  for number, line in enumerate(text.splitlines(), 1):
+    if line.strip():
+      try:
+        parsed.append((number, json.loads(line)))
+      except json.JSONDecodeError:
+        parsed.append((number, None))
+  return parsed
 
 
 def set_aside(path, copy: bool = False) -> epath.Path:

@@ -18,10 +18,9 @@ def run_benchmark(script, *extra):
 
 
 def test_step_time_times_plain_and_clae_side_by_side():
-  _, result = run_benchmark("step_time.py", "--fractions", "0.5")
+  _, result = run_benchmark("step_time.py")
   assert result["plain_images_per_s"] > 0 and result["clae_images_per_s"] > 0
-  flops = [result[f"{k}_gflop_per_step"] for k in ("clae", "clae_fraction_0.5", "plain")]
-  assert flops[0] > flops[1] > flops[2] > 0
+  assert result["clae_gflop_per_step"] > result["plain_gflop_per_step"] > 0
 
 
 def test_init_time_compiles_the_initial_state_both_ways_with_the_same_values():

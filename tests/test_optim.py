@@ -35,3 +35,15 @@ def test_sgd_weight_decay_is_coupled_l2():
   params = {"w": jnp.array([2.0])}
   updates, _ = tx.update({"w": jnp.array([0.0])}, tx.init(params), params)
   assert float(updates["w"][0]) == pytest.approx(-0.03 * 5e-4 * 2.0, rel=1e-6)
+
+
+def test_the_learning_rate_is_the_optimisers_schedule():
+  from adcl import configs
+  c = configs.base()
+  c.optim.name, c.optim.lr, c.optim.schedule = "adam", 0.01, "cosine"
+  rate = optim.learning_rate(c, steps_per_epoch=10, total_steps=4)
+  np.testing.assert_allclose([rate(n) for n in range(4)],
+                             [0.01 * 0.5 * (1 + np.cos(np.pi * n / 4)) for n in range(4)], rtol=1e-6)
+  c.optim.name, c.optim.warmup_epochs = "lars", 1  # 2 warm-up updates, then cosine.
+  rate = optim.learning_rate(c, steps_per_epoch=2, total_steps=6)
+  assert float(rate(0)) == 0.0 and float(rate(2)) == pytest.approx(0.01)

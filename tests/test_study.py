@@ -13,7 +13,7 @@ import time
 import ml_collections
 import pytest
 
-from adcl.study import __main__ as command, cost, report, runner, spec as spec_lib, stats
+from adcl.study import __main__ as command, cost, report as report_lib, runner, spec as spec_lib, stats
 from conftest import REPO, cli_env, write_config
 
 
@@ -103,7 +103,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert "--max_runs" not in partial  # The report names the command of the whole grid.
   # --plan marks what this workdir has finished.
   planned = spec_lib.plan(spec_lib.load_config_file(spec_path), str(workdir))
-  table = report.plan_table(planned, [], [r for r in planned if runner.is_finished(r)])
+  table = report_lib.plan_table(planned, [], [r for r in planned if runner.is_finished(r)])
   assert "| baseline seed 0 (done) |" in table and "| clae seed 1 |" in table
 
   rerun = subprocess.run(command, cwd=REPO, env=cli_env(devices=2), capture_output=True,
@@ -205,7 +205,7 @@ def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
   record = {"architecture": "resnet18", "width": c.model.width, "image_size": 32,
             "batch": 256, "dtype": c.model.dtype, "plain_images_per_s": 2000.0,
             "clae_images_per_s": 1000.0}
-  table = report.plan_table(runs, [record, dict(record, batch=128, clae_images_per_s=1.0)])
+  table = report_lib.plan_table(runs, [record, dict(record, batch=128, clae_images_per_s=1.0)])
   row = next(l for l in table.splitlines() if l.startswith("| cifar10_simclr_resnet18_clae "))
   assert f" resnet18 {c.model.width} 32 256 {c.model.dtype} clae |" in row
   assert row.endswith(f"| 1000.0 | {100 * 195 * 256 / 1000 / 3600:.1f} |")
@@ -264,14 +264,14 @@ def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
   spec.settings.a = {"overrides": {"adv": {"enabled": True}}, "baseline": "base"}
   spec.settings.b = {"overrides": {"adv": {"fraction": 0.5}}, "baseline": "base"}
   noise = (0.1, -0.1, 0.0)
-  margins = {"base": {m: (0.0, 0.0, 0.0) for m in report.METRICS},
+  margins = {"base": {m: (0.0, 0.0, 0.0) for m in report_lib.METRICS},
              "a": {"knn_top1_backbone": (1.0, 1.1, 0.9), "knn_top1_embedding": (0.5, 0.8, 0.4),
                    "linear_top1": noise},
-             "b": {m: noise for m in report.METRICS}}
+             "b": {m: noise for m in report_lib.METRICS}}
   summaries = [{"setting": name, "seed": seed, "train_seconds": 10.0, "eval_seconds": 1.0,
-                "interrupted": False, **{m: 80.0 + margin[m][seed] for m in report.METRICS}}
+                "interrupted": False, **{m: 80.0 + margin[m][seed] for m in report_lib.METRICS}}
                for name, margin in margins.items() for seed in range(3)]
-  text = report.report_markdown(spec, [None] * 9, summaries, "cmd", "t")
+  text = report_lib.report_markdown(spec, [None] * 9, summaries, "cmd", "t")
   rows = {tuple(line.split(" | ")[:2]): line for line in text.splitlines()
           if line.startswith(("| a |", "| b |"))}
   assert set(rows) >= {("| a", "base"), ("| b", "base"), ("| a", "b")}
@@ -357,7 +357,7 @@ def test_the_committed_learned_study_report_regenerates_byte_for_byte(tmp_path, 
     runner.check_same_config(run, runner.read_record(run))
   step_times = cost.read_step_times(options["--step_times"])
   summaries = runner.summaries(planned)
-  assert report.report_markdown(
+  assert report_lib.report_markdown(
       spec, planned, summaries, command, spec_lib.title_of(spec, workdir),
       ["settings.png", "cost.png", "sweep_fraction.png", "sweep_width.png"],
       cost.step_time_ratios(spec, planned, step_times)) == expected

@@ -6,7 +6,6 @@ timed with and without the attack side by side in one process. Wall times of run
 several sittings mix machines of different speeds; a ratio from one record does not.
 """
 
-import json
 from typing import Optional, Sequence
 
 import ml_collections
@@ -25,13 +24,7 @@ def read_step_times(files: str) -> list:
       text = paths.resolve(path).read_text()
     except OSError as error:
       raise ValueError(f"--step_times: {path}: {error.strerror or error}") from None
-    for number, line in enumerate(text.splitlines(), 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        record = None
+    for number, record in paths.parse_jsonl(text):
       if not isinstance(record, dict) or "plain_images_per_s" not in record:
         raise ValueError(f"--step_times: {path}:{number} is not a JSON line of "
                          "benchmarks/step_time.py")

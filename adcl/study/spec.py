@@ -52,19 +52,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides, where: str) ->
   """Set every leaf of the nested `overrides` on `config`; an unknown key or a value of the
   wrong type is a ValueError naming `where` and the dotted key."""
   for dotted, value in configs.flatten(overrides or {}).items():
-    section, _, name = dotted.rpartition(".")
     try:
-      parent = configs.lookup(config, section) if section else config
-    except (KeyError, TypeError):
-      raise ValueError(f"{where}: {dotted!r} is not a config key") from None
-    if not isinstance(parent, ml_collections.ConfigDict):
-      raise ValueError(f"{where}: {section!r} is a value, not a section")
-    if name not in parent:
-      raise ValueError(f"{where}: {dotted!r} is not a config key")
-    try:
-      setattr(parent, name, value)
-    except TypeError as error:
-      raise ValueError(f"{where}: {dotted} = {value!r}: {error}") from None
+      configs.set_value(config, dotted, value)
+    except (KeyError, TypeError) as error:
+      problem = (f"{dotted!r} is not a config key" if isinstance(error, KeyError)
+                 else f"{dotted} = {value!r}: {error}")
+      raise ValueError(f"{where}: {problem}") from None
 
 
 def overrides_text(overrides) -> str:
