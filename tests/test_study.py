@@ -13,6 +13,7 @@ import time
 import ml_collections
 import pytest
 
+from adcl import machine
 from adcl.study import __main__ as command, cost, report as report_lib, runner, spec as spec_lib, stats
 from conftest import REPO, cli_env, write_config
 
@@ -88,6 +89,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert second_checkpoint.exists(), first_output
   first = json.loads(first_record.read_text())
   assert first["evaluated"] and first["train_segments"] == 1
+  assert first["machines"] == [machine.identity()]  # What decides its float rounding.
   evaluated_at = os.stat(runs / "baseline" / "seed_0" / "eval.json").st_mtime_ns
   killed = json.loads((runs / "baseline" / "seed_1" / "study_run.json").read_text())
   assert not killed.get("evaluated")
@@ -128,6 +130,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   report = (workdir / "report.md").read_text()
   assert "Finished runs: 4 of 4." in report
   assert "| clae | baseline | 2 |" in report  # Paired over both seeds.
+  assert f"Machines: M1 {machine.label(machine.identity())}." in report
   assert report.count("| baseline | 0 | 4 |") == 1 and "| clae | 1 | 4 |" in report
   assert "(resumed; killed segment not timed)" in report
   assert "Raw pixels (64 features, the runs' normalised input): kNN " in report
@@ -268,8 +271,12 @@ def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
              "a": {"knn_top1_backbone": (1.0, 1.1, 0.9), "knn_top1_embedding": (0.5, 0.8, 0.4),
                    "linear_top1": noise},
              "b": {m: noise for m in report_lib.METRICS}}
+  # a's seed 2 ran on another machine; b's records name none (made before records did).
+  machines = lambda name, seed: ([] if name == "b" else
+                                 ["Other CPU"] if (name, seed) == ("a", 2) else ["This CPU"])
   summaries = [{"setting": name, "seed": seed, "train_seconds": 10.0, "eval_seconds": 1.0,
-                "interrupted": False, **{m: 80.0 + margin[m][seed] for m in report_lib.METRICS}}
+                "interrupted": False, "machines": machines(name, seed),
+                **{m: 80.0 + margin[m][seed] for m in report_lib.METRICS}}
                for name, margin in margins.items() for seed in range(3)]
   text = report_lib.report_markdown(spec, [None] * 9, summaries, "cmd", "t")
   rows = {tuple(line.split(" | ")[:2]): line for line in text.splitlines()
@@ -283,6 +290,12 @@ def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
   # At 99.44% each, t(2) = 13.4: 1.00 +- 0.77 still excludes 0, 0.57 +- 2.78 does not.
   assert "a − base kNN (backbone): +1.00 [+0.23, +1.77]" in family
   assert "a − base kNN (projector)" not in family
+  # Pairs that cross machines are named in their row, and every run names its machine.
+  assert "| cross: seeds 2 |" in rows["| a", "base"]
+  assert "| unrecorded: seeds 0, 1, 2 |" in rows["| b", "base"]
+  assert "| unrecorded: seeds 0, 1, 2 |" in rows["| a", "b"]
+  assert "Machines: M1 This CPU; M2 Other CPU." in text
+  assert text.count("| M1 |") == 5 and "| M2 |" in text and text.count("| – |") >= 3
 
 
 def test_the_report_command_leaves_out_the_sitting_options():

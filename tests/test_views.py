@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from adcl import configs, step as step_lib
 from adcl.data import resize, views
+from adcl.data.draws import ViewDraws
 
 # A global batch of 8 colour images and the SimCLR recipe (every op, hue included): the views
 # every device and process count must agree on (also drawn by tests/multiprocess_worker.py).
@@ -141,3 +142,41 @@ def test_views_are_the_same_on_1_4_and_8_devices(num_devices):
   sharding = NamedSharding(mesh, P("data"))
   many = np.asarray(draw_views(jax.device_put(VIEW_IMAGES, sharding), sharding))
   np.testing.assert_allclose(one, many, rtol=0, atol=ROUNDING)
+
+
+def forced_draws(rng, batch: int, channels: int, active: int) -> ViewDraws:
+  """ViewDraws for `batch` images with every op on for some images and off for others: varied
+  boxes (inside and to the edge), both flips, factors across their ranges, a random order per
+  image, sigmas across 0.1-2 px. Fields carry the batch axis [B]."""
+  y0, x0 = rng.uniform(0, 0.5, batch), rng.uniform(0, 0.5, batch)
+  box = np.stack([y0, x0, np.minimum(y0 + rng.uniform(0.2, 1.0, batch), 1.0),
+                  np.minimum(x0 + rng.uniform(0.2, 1.0, batch), 1.0)], axis=1)
+  box[0] = (0.0, 0.0, 1.0, 1.0)  # The whole image, corners on the edge pixels.
+  factors = np.stack([rng.uniform(0.2, 1.8, batch)] * 3 + [rng.uniform(-0.4, 0.4, batch)], 1)
+  on = lambda: np.arange(batch) % 2 == rng.integers(0, 2)
+  return ViewDraws(
+      box=box.astype(np.float32), flip=on(), jitter_factors=factors.astype(np.float32),
+      jitter_order=np.stack([rng.permutation(active) for _ in range(batch)]).astype(np.int32),
+      jitter=np.arange(batch) % 4 != 3, gray=on() & (channels == 3),
+      blur_sigma=rng.uniform(0.1, 2.0, batch).astype(np.float32), blur=on())
+
+
+@pytest.mark.parametrize("channels,size", [(3, 20), (3, 40), (1, 20), (1, 40)])
+def test_host_and_device_views_give_the_same_pixels_from_the_same_draws(channels, size):
+  """The host (tf.data) and device (jax) views apply equal draws with the same arithmetic:
+  crop positions, flip, jitter ops in each image's order with their clipping, grayscale and
+  the blur's kernel (3 taps at 20 px, 5 at 40) agree to float rounding."""
+  import tensorflow as tf  # Only this test needs TensorFlow (see the crop test's note).
+  from adcl.data import augment
+  rng = np.random.default_rng(channels * 100 + size)
+  images = rng.integers(0, 256, (12, 28, 28, channels), dtype=np.uint8)
+  images[1] = 255 * (images[1] > 127)  # Saturated pixels: every clip is exercised.
+  recipe = ml_collections.ConfigDict(dict(configs.VIEW_RECIPES["simclr_blur"],
+                                          jitter=(0.8, 0.8, 0.8, 0.4)))
+  draws = forced_draws(rng, len(images), channels, 4 if channels == 3 else 2)
+  host = augment.apply_view(tf.constant(images), ViewDraws(*map(tf.constant, draws)), recipe,
+                            size).numpy()
+  device = np.asarray(jax.jit(jax.vmap(lambda x, d: views.apply_view(x, d, recipe, size)))(
+      images, draws))
+  assert host.shape == device.shape == (12, size, size, channels)
+  np.testing.assert_allclose(host, device, rtol=0, atol=1e-5)

@@ -8,7 +8,9 @@ Per image, in the official order: RandomResizedCrop(scale, ratio 3/4-4/3) -> hor
 (p 0.5) -> ColorJitter(brightness, contrast, saturation, hue) applied with `jitter_prob`, its
 four ops in a random order per image (as torchvision) -> grayscale with `gray_prob` ->
 Gaussian blur with `blur_prob` (the >= 64 px recipe) -> normalise. One-channel images skip
-saturation, hue and grayscale (they are no-ops there).
+saturation, hue and grayscale (they are no-ops there). Each view is its random draws
+(`draw_view`, adcl.data.draws.ViewDraws) applied to the pixels (`apply_view`), with the device
+views' arithmetic (adcl/data/views.py).
 """
 
 import math
@@ -17,8 +19,11 @@ from typing import NamedTuple, Optional
 import ml_collections
 import tensorflow as tf
 
+from adcl.data.draws import ViewDraws, active_jitter_ops, jitter_ranges
+
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L') used by torchvision.
 _CROP_TRIES = 10  # torchvision tries 10 random boxes before falling back to the centre.
+_BLUR_KERNEL_FRACTION = 0.1  # SimCLR's kernel: 10% of the image side.
 
 
 class Rows(NamedTuple):
@@ -63,6 +68,11 @@ def random_resized_crop_boxes(seed, batch: int, scale, ratio=(3 / 4, 4 / 3),
   return tf.stack([y0, x0, y0 + height, x0 + width], axis=1)
 
 
+def _per_pixel(values):
+  """[B] per-image values -> [B, 1, 1, 1], to broadcast over an image batch."""
+  return tf.reshape(values, [-1, 1, 1, 1])
+
+
 def _grayscale(x):
   """[B, H, W, 3] -> [B, H, W, 1] luminance."""
   return tf.reduce_sum(x * tf.constant(_LUMA), axis=-1, keepdims=True)
@@ -94,37 +104,50 @@ def _jitter_ops(channels: int):
   return [brightness, contrast, saturation, hue]
 
 
+def draw_jitter(seed, strengths, prob: float, batch, channels: int,
+                rows: Optional[Rows] = None):
+  """ColorJitter(*strengths)'s draws per image: (factors [B, 4] in draws.jitter_ranges, order
+  [B, A] of the active ops, applies bool [B] with `prob`)."""
+  s = tf.random.experimental.stateless_split(seed, 6)
+  factors = tf.concat([_per_image(s[i], rows, batch, [1], low, high)
+                       for i, (low, high) in enumerate(jitter_ranges(strengths))], axis=1)
+  # A uniformly random order of the active ops per image: argsort of uniform keys.
+  count = len(active_jitter_ops(strengths, channels))
+  order = tf.argsort(_per_image(s[4], rows, batch, [count], 0.0, 1.0), axis=1)
+  return factors, order, _per_image(s[5], rows, batch, [], 0.0, 1.0) < prob
+
+
+def jitter(x, factors, order, strengths) -> tf.Tensor:
+  """The active jitter ops on x [B, H, W, C] in [0, 1], per image in `order` [B, A], with
+  `factors` [B, 4]."""
+  ops = _jitter_ops(x.shape[-1])
+  active = active_jitter_ops(strengths, x.shape[-1])
+  for position in range(len(active)):
+    candidates = [ops[op](x, _per_pixel(factors[:, op])) for op in active]
+    x = tf.gather(tf.stack(candidates, axis=1), order[:, position][:, None], batch_dims=1)[:, 0]
+  return x
+
+
 def color_jitter(x, seed, strengths, prob: float, rows: Optional[Rows] = None) -> tf.Tensor:
   """ColorJitter(*strengths) with probability `prob` per image; x: [B, H, W, C] in [0, 1]."""
-  batch, channels = tf.shape(x)[0], x.shape[-1]
-  s = tf.random.experimental.stateless_split(seed, 6)
-  # Factor ranges as torchvision: [max(0, 1 - s), 1 + s] for the first three, [-h, h] for hue.
-  ranges = [(max(0.0, 1 - v), 1 + v) for v in strengths[:3]] + [(-strengths[3], strengths[3])]
-  factors = [_per_image(s[i], rows, batch, [1, 1, 1], lo, hi) for i, (lo, hi) in enumerate(ranges)]
-  ops = _jitter_ops(channels)
-  active = [i for i, v in enumerate(strengths) if v > 0 and (channels == 3 or i < 2)]
-  # A random order of the active ops per image: argsort of uniform keys.
-  order = tf.argsort(_per_image(s[4], rows, batch, [len(active)], 0.0, 1.0), axis=1)
-  out = x
-  for position in range(len(active)):
-    chosen = order[:, position]
-    candidates = [ops[op](out, factors[op]) for op in active]
-    out = tf.gather(tf.stack(candidates, axis=1), chosen[:, None], batch_dims=1)[:, 0]
-  apply = _per_image(s[5], rows, batch, [1, 1, 1], 0.0, 1.0) < prob
-  return tf.where(apply, out, x)
+  factors, order, applies = draw_jitter(seed, strengths, prob, tf.shape(x)[0], x.shape[-1],
+                                        rows)
+  return tf.where(_per_pixel(applies), jitter(x, factors, order, strengths), x)
 
 
-def gaussian_blur(x, seed, prob: float, sigma_range=(0.1, 2.0), kernel_fraction=0.1,
-                  rows: Optional[Rows] = None):
-  """SimCLR's blur: with `prob` per image, a Gaussian of sigma ~ U(sigma_range) pixels and a
-  kernel of `kernel_fraction` of the image side (odd). Separable, vectorised over the batch
-  (one sigma per image). x: [B, H, W, C] in [0, 1]."""
-  batch, size = tf.shape(x)[0], x.shape[1]
-  radius = max(1, int(size * kernel_fraction) // 2)
+def draw_blur(seed, prob: float, batch, sigma_range=(0.1, 2.0), rows: Optional[Rows] = None):
+  """SimCLR's blur draws per image: (sigma [B] ~ U(sigma_range) pixels, applies bool [B])."""
   s = tf.random.experimental.stateless_split(seed, 2)
-  sigma = _per_image(s[0], rows, batch, [1], sigma_range[0], sigma_range[1])
+  sigma = _per_image(s[0], rows, batch, [], sigma_range[0], sigma_range[1])
+  return sigma, _per_image(s[1], rows, batch, [], 0.0, 1.0) < prob
+
+
+def blur(x, sigma, kernel_fraction=_BLUR_KERNEL_FRACTION) -> tf.Tensor:
+  """A Gaussian of sigma [B] pixels per image over a kernel of `kernel_fraction` of the side
+  (odd); separable, reflect padding, vectorised over the batch. x: [B, H, W, C]."""
+  radius = max(1, int(x.shape[1] * kernel_fraction) // 2)
   offsets = tf.range(-radius, radius + 1, dtype=tf.float32)[None, :]
-  kernel = tf.exp(-0.5 * tf.square(offsets / sigma))
+  kernel = tf.exp(-0.5 * tf.square(offsets / sigma[:, None]))
   kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)  # [B, 2r+1]
 
   def blur_axis(y, axis):
@@ -135,30 +158,89 @@ def gaussian_blur(x, seed, prob: float, sigma_range=(0.1, 2.0), kernel_fraction=
     taps = [tf.gather(padded, tf.range(i, i + length), axis=axis) for i in range(2 * radius + 1)]
     return tf.einsum("kbhwc,bk->bhwc", tf.stack(taps), kernel)
 
-  blurred = blur_axis(blur_axis(x, 1), 2)
-  apply = _per_image(s[1], rows, batch, [1, 1, 1], 0.0, 1.0) < prob
-  return tf.where(apply, blurred, x)
+  return blur_axis(blur_axis(x, 1), 2)
+
+
+def gaussian_blur(x, seed, prob: float, sigma_range=(0.1, 2.0),
+                  kernel_fraction=_BLUR_KERNEL_FRACTION, rows: Optional[Rows] = None):
+  """SimCLR's blur: with `prob` per image, a Gaussian of sigma ~ U(sigma_range) pixels.
+  x: [B, H, W, C] in [0, 1]."""
+  sigma, applies = draw_blur(seed, prob, tf.shape(x)[0], sigma_range, rows)
+  return tf.where(_per_pixel(applies), blur(x, sigma, kernel_fraction), x)
+
+
+def draw_view(seed, views: ml_collections.ConfigDict, batch, channels: int,
+              rows: Optional[Rows] = None) -> ViewDraws:
+  """The draws of one view of each of `batch` images (adcl.data.draws, with a batch axis)."""
+  s = tf.random.experimental.stateless_split(seed, 5)
+  factors, order, jitters = draw_jitter(s[2], tuple(views.jitter), views.jitter_prob, batch,
+                                        channels, rows)
+  sigma, blurs = draw_blur(s[4], views.blur_prob, batch, rows=rows)
+  return ViewDraws(
+      box=random_resized_crop_boxes(s[0], batch, tuple(views.crop_scale), rows=rows),
+      flip=tf.logical_and(bool(views.flip), _per_image(s[1], rows, batch, [], 0.0, 1.0) < 0.5),
+      jitter_factors=factors, jitter_order=order, jitter=jitters,
+      gray=tf.logical_and(channels == 3,
+                          _per_image(s[3], rows, batch, [], 0.0, 1.0) < views.gray_prob),
+      blur_sigma=sigma, blur=blurs)
+
+
+def _sample_axis(x, positions, axis: int) -> tf.Tensor:
+  """x [B, H, W, C] read at per-image fractional `positions` [B, S] (pixel units, clamped into the
+  image) along `axis` (1 or 2), each from its two neighbouring pixels: adcl.data.resize.sample_axis."""
+  extent = tf.cast(tf.shape(x)[axis], tf.float32)
+  positions = tf.clip_by_value(positions, 0.0, extent - 1.0)
+  low = tf.floor(positions)
+  weight = (positions - low)[:, :, None, None] if axis == 1 else (positions - low)[:, None, :, None]
+  low = tf.cast(low, tf.int32)
+  high = tf.minimum(low + 1, tf.cast(extent, tf.int32) - 1)
+  below = tf.gather(x, low, axis=axis, batch_dims=1)
+  above = tf.gather(x, high, axis=axis, batch_dims=1)
+  return below + (above - below) * weight
+
+
+def _crop_and_resize(x, boxes, size: int) -> tf.Tensor:
+  """x [B, H, W, C] cropped to boxes [B, 4] (y0, x0, y1, x1 in [0, 1]) and resized to
+  [B, size, size, C], bilinear: adcl.data.resize.resized_crop per image, with its positions
+  and clamping (tf.image.crop_and_resize samples at the same places but fills a sample that
+  float rounding puts past the last pixel centre with 0)."""
+  steps = tf.range(size, dtype=tf.float32) / max(size - 1, 1)
+
+  def positions(start, end, axis):
+    extent = tf.cast(tf.shape(x)[axis], tf.float32)
+    start, end = start[:, None], end[:, None]
+    if size == 1:
+      return 0.5 * (start + end) * (extent - 1.0)
+    return (start + steps * (end - start)) * (extent - 1.0)
+
+  rows = _sample_axis(x, positions(boxes[:, 0], boxes[:, 2], 1), 1)
+  return _sample_axis(rows, positions(boxes[:, 1], boxes[:, 3], 2), 2)
+
+
+def apply_view(images: tf.Tensor, draws: ViewDraws, views: ml_collections.ConfigDict,
+               size: int) -> tf.Tensor:
+  """Views in [0, 1] from their draws: images uint8 [B, H, W, C] -> float32 [B, size, size, C].
+  Ops the recipe turns off are left out of the graph."""
+  channels = images.shape[-1]
+  x = tf.cast(images, tf.float32) / 255.0
+  x = _crop_and_resize(x, draws.box, size)
+  if views.flip:
+    x = tf.where(_per_pixel(draws.flip), tf.reverse(x, axis=[2]), x)
+  if active_jitter_ops(views.jitter, channels) and views.jitter_prob > 0:
+    jittered = jitter(x, draws.jitter_factors, draws.jitter_order, tuple(views.jitter))
+    x = tf.where(_per_pixel(draws.jitter), jittered, x)
+  if channels == 3 and views.gray_prob > 0:
+    x = tf.where(_per_pixel(draws.gray), tf.tile(_grayscale(x), [1, 1, 1, 3]), x)
+  if views.blur_prob > 0:
+    x = tf.where(_per_pixel(draws.blur), blur(x, draws.blur_sigma), x)
+  return x
 
 
 def one_view(images: tf.Tensor, seed, views: ml_collections.ConfigDict, size: int,
              rows: Optional[Rows] = None) -> tf.Tensor:
   """One augmented view in [0, 1]: images uint8 [B, H, W, C] -> float32 [B, size, size, C]."""
-  batch, channels = tf.shape(images)[0], images.shape[-1]
-  s = tf.random.experimental.stateless_split(seed, 5)
-  x = tf.cast(images, tf.float32) / 255.0
-  boxes = random_resized_crop_boxes(s[0], batch, tuple(views.crop_scale), rows=rows)
-  x = tf.image.crop_and_resize(x, boxes, tf.range(batch), (size, size), method="bilinear")
-  if views.flip:
-    flip = _per_image(s[1], rows, batch, [1, 1, 1], 0.0, 1.0) < 0.5
-    x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-  if max(views.jitter) > 0 and views.jitter_prob > 0:
-    x = color_jitter(x, s[2], tuple(views.jitter), views.jitter_prob, rows)
-  if channels == 3 and views.gray_prob > 0:
-    to_gray = _per_image(s[3], rows, batch, [1, 1, 1], 0.0, 1.0) < views.gray_prob
-    x = tf.where(to_gray, tf.tile(_grayscale(x), [1, 1, 1, 3]), x)
-  if views.blur_prob > 0:
-    x = gaussian_blur(x, s[4], views.blur_prob, rows=rows)
-  return x
+  draws = draw_view(seed, views, tf.shape(images)[0], images.shape[-1], rows)
+  return apply_view(images, draws, views, size)
 
 
 def normalize(x: tf.Tensor, mean, std) -> tf.Tensor:

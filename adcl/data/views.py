@@ -5,7 +5,9 @@ image and vmapped over the batch: RandomResizedCrop(scale, ratio 3/4-4/3; torchv
 10 tries, else the whole image) -> horizontal flip (p 0.5) -> ColorJitter(brightness, contrast,
 saturation, hue) with `jitter_prob`, its ops in a random order per image -> grayscale with
 `gray_prob` -> Gaussian blur with `blur_prob` (sigma 0.1-2 px, kernel 10% of the side) ->
-normalise. One-channel images skip saturation, hue and grayscale.
+normalise. One-channel images skip saturation, hue and grayscale. Each view is its random draws
+(`draw_view`, adcl.data.draws.ViewDraws) applied to the pixels (`apply_view`): the host views
+apply equal draws with the same arithmetic.
 
 Randomness: image i of the global batch of step t draws from fold_in(fold_in(key, t), i), so
 its views depend on (seed, t, i) only: not on how the batch is sharded over devices or split
@@ -18,10 +20,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from adcl.data.draws import ViewDraws, active_jitter_ops, jitter_ranges
 from adcl.data.resize import resized_crop
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as torchvision (PIL's convert('L')).
 _CROP_TRIES = 10
+_BLUR_KERNEL_FRACTION = 0.1  # SimCLR's kernel: 10% of the image side.
 
 
 def crop_box(key: jax.Array, scale, ratio=(3 / 4, 4 / 3)) -> jax.Array:
@@ -77,37 +81,49 @@ def _jitter_ops(channels: int):
 def jitter_order(key: jax.Array, count: int) -> jax.Array:
   """[count] a uniformly random order of the active jitter ops (torchvision draws one per
   image)."""
+  if count == 0:
+    return jnp.zeros((0,), jnp.int32)
   return jax.random.permutation(key, count)
 
 
-def color_jitter(x: jax.Array, key: jax.Array, strengths, prob: float) -> jax.Array:
-  """ColorJitter(*strengths) with probability `prob`; x [H, W, C] in [0, 1]. Factor ranges as
-  torchvision: [max(0, 1 - s), 1 + s] for brightness, contrast and saturation, [-h, h] for hue;
-  the active ops run in a random order (a permutation drawn per image)."""
-  channels = x.shape[-1]
+def draw_jitter(key: jax.Array, strengths, prob: float, channels: int):
+  """ColorJitter(*strengths)'s draws with probability `prob`: (factors [4] in
+  draws.jitter_ranges, order [A] of the active ops, applies bool [])."""
   keys = jax.random.split(key, 6)
-  ranges = [(max(0.0, 1 - v), 1 + v) for v in strengths[:3]] + [(-strengths[3], strengths[3])]
-  factors = [jax.random.uniform(keys[i], minval=lo, maxval=hi)
-             for i, (lo, hi) in enumerate(ranges)]
-  ops = _jitter_ops(channels)
-  active = [i for i, v in enumerate(strengths) if v > 0 and (channels == 3 or i < 2)]
-  if not active:
-    return x
-  order = jitter_order(keys[4], len(active))
-  branches = [lambda y, op=op: ops[op](y, factors[op]) for op in active]
-  out = x
-  for position in range(len(active)):
-    out = jax.lax.switch(order[position], branches, out)
-  return jnp.where(jax.random.uniform(keys[5]) < prob, out, x)
+  factors = jnp.stack([jax.random.uniform(keys[i], minval=low, maxval=high)
+                       for i, (low, high) in enumerate(jitter_ranges(strengths))])
+  order = jitter_order(keys[4], len(active_jitter_ops(strengths, channels)))
+  return factors, order, jax.random.uniform(keys[5]) < prob
 
 
-def gaussian_blur(x: jax.Array, key: jax.Array, prob: float, sigma_range=(0.1, 2.0),
-                  kernel_fraction: float = 0.1) -> jax.Array:
-  """SimCLR's blur with probability `prob`: a Gaussian of sigma ~ U(sigma_range) pixels over a
-  kernel of `kernel_fraction` of the side (odd), separable, reflect padding. x [H, W, C]."""
+def jitter(x: jax.Array, factors: jax.Array, order: jax.Array, strengths) -> jax.Array:
+  """The active jitter ops on x [H, W, C] in [0, 1], in `order`, with `factors` [4]."""
+  ops = _jitter_ops(x.shape[-1])
+  branches = [lambda y, op=op: ops[op](y, factors[op])
+              for op in active_jitter_ops(strengths, x.shape[-1])]
+  for position in range(len(branches)):
+    x = jax.lax.switch(order[position], branches, x)
+  return x
+
+
+def color_jitter(x: jax.Array, key: jax.Array, strengths, prob: float) -> jax.Array:
+  """ColorJitter(*strengths) with probability `prob`, its active ops in a random order; x
+  [H, W, C] in [0, 1]."""
+  factors, order, applies = draw_jitter(key, strengths, prob, x.shape[-1])
+  return jnp.where(applies, jitter(x, factors, order, strengths), x)
+
+
+def draw_blur(key: jax.Array, prob: float, sigma_range=(0.1, 2.0)):
+  """SimCLR's blur draws: (sigma [] ~ U(sigma_range) pixels, applies bool [] with `prob`)."""
   k_sigma, k_apply = jax.random.split(key)
-  radius = max(1, int(x.shape[0] * kernel_fraction) // 2)
   sigma = jax.random.uniform(k_sigma, minval=sigma_range[0], maxval=sigma_range[1])
+  return sigma, jax.random.uniform(k_apply) < prob
+
+
+def blur(x: jax.Array, sigma: jax.Array, kernel_fraction: float = _BLUR_KERNEL_FRACTION):
+  """A Gaussian of `sigma` pixels over a kernel of `kernel_fraction` of the side (odd),
+  separable, reflect padding. x [H, W, C]."""
+  radius = max(1, int(x.shape[0] * kernel_fraction) // 2)
   taps = jnp.exp(-0.5 * jnp.square(jnp.arange(-radius, radius + 1) / sigma))
   taps = taps / jnp.sum(taps)
 
@@ -119,27 +135,53 @@ def gaussian_blur(x: jax.Array, key: jax.Array, prob: float, sigma_range=(0.1, 2
     return sum(taps[i] * jax.lax.slice_in_dim(padded, i, i + length, axis=axis)
                for i in range(2 * radius + 1))
 
-  blurred = blur_axis(blur_axis(x, 0), 1)
-  return jnp.where(jax.random.uniform(k_apply) < prob, blurred, x)
+  return blur_axis(blur_axis(x, 0), 1)
+
+
+def gaussian_blur(x: jax.Array, key: jax.Array, prob: float, sigma_range=(0.1, 2.0),
+                  kernel_fraction: float = _BLUR_KERNEL_FRACTION) -> jax.Array:
+  """SimCLR's blur with probability `prob`: sigma ~ U(sigma_range) pixels. x [H, W, C]."""
+  sigma, applies = draw_blur(key, prob, sigma_range)
+  return jnp.where(applies, blur(x, sigma, kernel_fraction), x)
+
+
+def draw_view(key: jax.Array, views: ml_collections.ConfigDict, channels: int) -> ViewDraws:
+  """The draws of one view of an image with `channels` channels (adcl.data.draws)."""
+  k_crop, k_flip, k_jitter, k_gray, k_blur = jax.random.split(key, 5)
+  factors, order, jitters = draw_jitter(k_jitter, tuple(views.jitter), views.jitter_prob,
+                                        channels)
+  sigma, blurs = draw_blur(k_blur, views.blur_prob)
+  return ViewDraws(
+      box=crop_box(k_crop, tuple(views.crop_scale)),
+      flip=jnp.logical_and(bool(views.flip), jax.random.uniform(k_flip) < 0.5),
+      jitter_factors=factors, jitter_order=order, jitter=jitters,
+      gray=jnp.logical_and(channels == 3, jax.random.uniform(k_gray) < views.gray_prob),
+      blur_sigma=sigma, blur=blurs)
+
+
+def apply_view(image: jax.Array, draws: ViewDraws, views: ml_collections.ConfigDict,
+               size: int) -> jax.Array:
+  """One view in [0, 1] from its draws: image uint8 [H, W, C] -> float32 [size, size, C]. Ops
+  the recipe turns off are left out of the program."""
+  channels = image.shape[-1]
+  x = image.astype(jnp.float32) / 255.0
+  x = resized_crop(x, draws.box, size)
+  if views.flip:
+    x = jnp.where(draws.flip, x[:, ::-1], x)
+  if active_jitter_ops(views.jitter, channels) and views.jitter_prob > 0:
+    x = jnp.where(draws.jitter,
+                  jitter(x, draws.jitter_factors, draws.jitter_order, tuple(views.jitter)), x)
+  if channels == 3 and views.gray_prob > 0:
+    x = jnp.where(draws.gray, jnp.broadcast_to(grayscale(x), x.shape), x)
+  if views.blur_prob > 0:
+    x = jnp.where(draws.blur, blur(x, draws.blur_sigma), x)
+  return x
 
 
 def one_view(image: jax.Array, key: jax.Array, views: ml_collections.ConfigDict,
              size: int) -> jax.Array:
   """One augmented view in [0, 1]: image uint8 [H, W, C] -> float32 [size, size, C]."""
-  channels = image.shape[-1]
-  k_crop, k_flip, k_jitter, k_gray, k_blur = jax.random.split(key, 5)
-  x = image.astype(jnp.float32) / 255.0
-  x = resized_crop(x, crop_box(k_crop, tuple(views.crop_scale)), size)
-  if views.flip:
-    x = jnp.where(jax.random.uniform(k_flip) < 0.5, x[:, ::-1], x)
-  if max(views.jitter) > 0 and views.jitter_prob > 0:
-    x = color_jitter(x, k_jitter, tuple(views.jitter), views.jitter_prob)
-  if channels == 3 and views.gray_prob > 0:
-    x = jnp.where(jax.random.uniform(k_gray) < views.gray_prob,
-                  jnp.broadcast_to(grayscale(x), x.shape), x)
-  if views.blur_prob > 0:
-    x = gaussian_blur(x, k_blur, views.blur_prob)
-  return x
+  return apply_view(image, draw_view(key, views, image.shape[-1]), views, size)
 
 
 def two_views(images: jax.Array, key: jax.Array, data_config: ml_collections.ConfigDict,

@@ -97,6 +97,27 @@ def sweep_rows(spec, planned, runs: dict, sweep) -> list:
   return rows
 
 
+def machine_names(summaries: Sequence[dict]) -> dict:
+  """{machine label: 'M1', 'M2', ...} in the order the runs name them."""
+  labels = dict.fromkeys(label for s in summaries for label in s.get("machines", []))
+  return {label: f"M{i + 1}" for i, label in enumerate(labels)}
+
+
+def machine_crossing(runs: dict, setting: str, other: str) -> str:
+  """Whether the paired runs of `setting` and `other` share one machine, seed by seed: 'one'
+  when every pair does, else the seeds whose pair crosses machines or has no record of them."""
+  crossing, unrecorded = [], []
+  for seed in sorted(set(runs.get(setting, {})) & set(runs.get(other, {}))):
+    pair = [runs[setting][seed].get("machines", []), runs[other][seed].get("machines", [])]
+    if not all(pair):
+      unrecorded.append(seed)
+    elif len(set(pair[0]) | set(pair[1])) > 1:
+      crossing.append(seed)
+  parts = ([f"cross: seeds {', '.join(map(str, crossing))}"] if crossing else []) + (
+      [f"unrecorded: seeds {', '.join(map(str, unrecorded))}"] if unrecorded else [])
+  return "; ".join(parts) or "one"
+
+
 def _pixel_lines(summaries: Sequence[dict]) -> list:
   """The raw-pixel baselines of the runs (one per input size) and the test-set noise."""
   lines, seen = [], set()
@@ -153,7 +174,9 @@ def report_markdown(spec, planned: Sequence, summaries: Sequence[dict], command:
               + ("; then the spec's comparisons, setting − the other)" if spec.get("comparisons")
                  else ")"), "",
               "Mean difference over the seeds both settings finished, with its 95% interval "
-              "(paired t over seeds); a gain or a loss only where the interval excludes 0."
+              "(paired t over seeds); a gain or a loss only where the interval excludes 0. "
+              "Machines: whether each pair of runs shares one machine (adcl/machine.py); "
+              "machines differ in float rounding, which training carries into the accuracy."
               + (" Step-time ratio: the compiled steps timed side by side in one process "
                  "(benchmarks/step_time.py, --step_times); the wall-time ratio compares runs "
                  "that may have run on different machines." if step_ratios else ""), ""]
@@ -164,11 +187,13 @@ def report_markdown(spec, planned: Sequence, summaries: Sequence[dict], command:
       rows.append([name, baseline, intervals[0][2],
                    *[f"{_interval_text(i)} ({stats.verdict(i)})" if i[2] else "–"
                      for i in intervals],
+                   machine_crossing(runs, name, baseline),
                    _ratio_text(cost.time_ratio(runs, name, baseline)),
                    *([f"{step_ratios[name, baseline]:.2f}x" if (name, baseline) in step_ratios
                       else "–"] if step_ratios else [])])
     lines += [table(["setting", "baseline", "paired seeds",
-                     *(f"Δ {METRIC_LABELS[m]}" for m in METRICS), "train wall time ratio",
+                     *(f"Δ {METRIC_LABELS[m]}" for m in METRICS), "machines",
+                     "train wall time ratio",
                      *(["step-time ratio"] if step_ratios else [])], rows)]
     lines += ["", multiplicity_text(runs, paired)]
   for sweep_name, sweep in (spec.get("sweeps") or {}).items():
@@ -178,15 +203,21 @@ def report_markdown(spec, planned: Sequence, summaries: Sequence[dict], command:
     lines += [table([sweep.key, "setting", "seeds", *(METRIC_LABELS[m] for m in METRICS),
                      f"Δ {METRIC_LABELS[METRICS[0]]} vs its baseline"], rows)]
   lines += ["", "## Every run", ""]
+  names = machine_names(summaries)
   rows = []
   for name in spec.settings:
     for seed, r in sorted(runs[name].items()):
       note = " (resumed; killed segment not timed)" if r["interrupted"] else ""
       rows.append([name, seed, r.get("step", "–"), *(f"{r[m]:.2f}" for m in METRICS),
                    f"{r['train_seconds']:.0f}{note}", f"{r['eval_seconds']:.0f}",
-                   f"{r.get('images_per_s', float('nan')):.0f}"])
+                   f"{r.get('images_per_s', float('nan')):.0f}",
+                   " ".join(names[label] for label in r.get("machines", [])) or "–"])
   lines += [table(["setting", "seed", "step", *(METRIC_LABELS[m] for m in METRICS), "train s",
-                   "eval s", "images/s"], rows)]
+                   "eval s", "images/s", "machine"], rows)]
+  if names:
+    lines += ["", "Machines: " + "; ".join(f"{n} {label}" for label, n in names.items())
+              + ". A run resumed or evaluated elsewhere names each of its machines; – : not "
+              "recorded (a run made before records named machines)."]
   if figure_names:
     lines += ["", "Figures: " + ", ".join(f"[{n}](figures/{n})" for n in figure_names) + ".", ""]
   return "\n".join(lines)

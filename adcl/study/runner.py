@@ -3,7 +3,8 @@ after each; its finished records exported to another machine.
 
 Layout: DIR/runs/SETTING/seed_S/ is an ordinary adcl workdir (checkpoints, metrics.jsonl,
 eval.json) plus study_run.json, the run's record: its resolved config, train and eval seconds,
-and how far it got (training, trained, evaluated).
+how far it got (training, trained, evaluated) and the machines that trained and evaluated it
+(adcl.machine.identity, one entry per distinct machine).
 """
 
 import functools
@@ -14,7 +15,7 @@ from typing import Optional, Sequence
 
 import ml_collections
 
-from adcl import compare, configs, errors, paths
+from adcl import compare, configs, errors, machine, paths
 from adcl.study import cost, report, spec as spec_lib
 
 # What a finished run is read back from (run_summary): no checkpoints.
@@ -61,6 +62,14 @@ def check_same_config(run: spec_lib.PlannedRun, record: dict) -> None:
                      "move it away or use another --workdir")
 
 
+def note_machine(record: dict) -> None:
+  """Adds this process's machine to the record's `machines` unless it is there already."""
+  here = machine.identity()
+  machines = record.setdefault("machines", [])
+  if machine.label(here) not in map(machine.label, machines):
+    machines.append(here)
+
+
 def execute(run: spec_lib.PlannedRun, evaluate_options: ml_collections.ConfigDict) -> dict:
   """Train `run` to the end (resuming), evaluate it once, and return its record.
 
@@ -78,6 +87,7 @@ def execute(run: spec_lib.PlannedRun, evaluate_options: ml_collections.ConfigDic
   record.setdefault("train_seconds", 0.0)
   record.setdefault("train_segments", 0)
   record.setdefault("interrupted_segments", 0)
+  note_machine(record)
   if not record.get("trained"):
     if record.get("training"):  # The previous segment never finished.
       record["interrupted_segments"] += 1
@@ -105,7 +115,8 @@ def run_summary(run: spec_lib.PlannedRun) -> Optional[dict]:
   summary = compare.summarize(run.workdir)
   summary.update(setting=run.setting, seed=run.seed, train_seconds=record["train_seconds"],
                  eval_seconds=record.get("eval_seconds", 0.0),
-                 interrupted=record.get("interrupted_segments", 0) > 0)
+                 interrupted=record.get("interrupted_segments", 0) > 0,
+                 machines=[machine.label(m) for m in record.get("machines", [])])
   return summary
 
 
