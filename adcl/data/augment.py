@@ -19,11 +19,9 @@ from typing import NamedTuple, Optional
 import ml_collections
 import tensorflow as tf
 
-from adcl.data.draws import ViewDraws, active_jitter_ops, jitter_ranges
+from adcl.data.draws import (BLUR_KERNEL_FRACTION, CROP_TRIES, LUMA, ViewDraws,
+                             active_jitter_ops, jitter_ranges)
 
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L') used by torchvision.
-_CROP_TRIES = 10  # torchvision tries 10 random boxes before falling back to the centre.
-_BLUR_KERNEL_FRACTION = 0.1  # SimCLR's kernel: 10% of the image side.
 
 
 class Rows(NamedTuple):
@@ -54,8 +52,8 @@ def random_resized_crop_boxes(seed, batch: int, scale, ratio=(3 / 4, 4 / 3),
   (for a square image): area ~ U(scale), log aspect ~ U(log ratio), up to 10 tries, else the
   whole image."""
   s = tf.random.experimental.stateless_split(seed, 4)
-  area = _per_image(s[0], rows, batch, [_CROP_TRIES], scale[0], scale[1])
-  log_ratio = _per_image(s[1], rows, batch, [_CROP_TRIES], math.log(ratio[0]), math.log(ratio[1]))
+  area = _per_image(s[0], rows, batch, [CROP_TRIES], scale[0], scale[1])
+  log_ratio = _per_image(s[1], rows, batch, [CROP_TRIES], math.log(ratio[0]), math.log(ratio[1]))
   aspect = tf.exp(log_ratio)
   width, height = tf.sqrt(area * aspect), tf.sqrt(area / aspect)
   fits = (width <= 1.0) & (height <= 1.0)
@@ -75,7 +73,7 @@ def _per_pixel(values):
 
 def _grayscale(x):
   """[B, H, W, 3] -> [B, H, W, 1] luminance."""
-  return tf.reduce_sum(x * tf.constant(_LUMA), axis=-1, keepdims=True)
+  return tf.reduce_sum(x * tf.constant(LUMA), axis=-1, keepdims=True)
 
 
 def _blend(x, other, factor):
@@ -142,7 +140,7 @@ def draw_blur(seed, prob: float, batch, sigma_range=(0.1, 2.0), rows: Optional[R
   return sigma, _per_image(s[1], rows, batch, [], 0.0, 1.0) < prob
 
 
-def blur(x, sigma, kernel_fraction=_BLUR_KERNEL_FRACTION) -> tf.Tensor:
+def blur(x, sigma, kernel_fraction=BLUR_KERNEL_FRACTION) -> tf.Tensor:
   """A Gaussian of sigma [B] pixels per image over a kernel of `kernel_fraction` of the side
   (odd); separable, reflect padding, vectorised over the batch. x: [B, H, W, C]."""
   radius = max(1, int(x.shape[1] * kernel_fraction) // 2)
@@ -162,7 +160,7 @@ def blur(x, sigma, kernel_fraction=_BLUR_KERNEL_FRACTION) -> tf.Tensor:
 
 
 def gaussian_blur(x, seed, prob: float, sigma_range=(0.1, 2.0),
-                  kernel_fraction=_BLUR_KERNEL_FRACTION, rows: Optional[Rows] = None):
+                  kernel_fraction=BLUR_KERNEL_FRACTION, rows: Optional[Rows] = None):
   """SimCLR's blur: with `prob` per image, a Gaussian of sigma ~ U(sigma_range) pixels.
   x: [B, H, W, C] in [0, 1]."""
   sigma, applies = draw_blur(seed, prob, tf.shape(x)[0], sigma_range, rows)

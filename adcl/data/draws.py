@@ -9,6 +9,10 @@ same draws). The device views hold one image's draws; the host views add a leadi
 
 from typing import Any, NamedTuple
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L') used by torchvision.
+CROP_TRIES = 10  # torchvision tries 10 random boxes before falling back to the whole image.
+BLUR_KERNEL_FRACTION = 0.1  # SimCLR's kernel: 10% of the image side.
+
 
 class ViewDraws(NamedTuple):
   """One view's draws, per image (shapes without the host's batch axis)."""

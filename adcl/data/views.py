@@ -20,12 +20,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from adcl.data.draws import ViewDraws, active_jitter_ops, jitter_ranges
+from adcl.data.draws import (BLUR_KERNEL_FRACTION, CROP_TRIES, LUMA, ViewDraws,
+                             active_jitter_ops, jitter_ranges)
 from adcl.data.resize import resized_crop
 
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as torchvision (PIL's convert('L')).
-_CROP_TRIES = 10
-_BLUR_KERNEL_FRACTION = 0.1  # SimCLR's kernel: 10% of the image side.
 
 
 def crop_box(key: jax.Array, scale, ratio=(3 / 4, 4 / 3)) -> jax.Array:
@@ -33,8 +31,8 @@ def crop_box(key: jax.Array, scale, ratio=(3 / 4, 4 / 3)) -> jax.Array:
   a square image: area ~ U(scale), log aspect ~ U(log ratio), the first of 10 tries that fits,
   else the whole image."""
   k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
-  area = jax.random.uniform(k_area, (_CROP_TRIES,), minval=scale[0], maxval=scale[1])
-  aspect = jnp.exp(jax.random.uniform(k_ratio, (_CROP_TRIES,), minval=math.log(ratio[0]),
+  area = jax.random.uniform(k_area, (CROP_TRIES,), minval=scale[0], maxval=scale[1])
+  aspect = jnp.exp(jax.random.uniform(k_ratio, (CROP_TRIES,), minval=math.log(ratio[0]),
                                       maxval=math.log(ratio[1])))
   width, height = jnp.sqrt(area * aspect), jnp.sqrt(area / aspect)
   fits = (width <= 1.0) & (height <= 1.0)
@@ -48,7 +46,7 @@ def crop_box(key: jax.Array, scale, ratio=(3 / 4, 4 / 3)) -> jax.Array:
 
 def grayscale(x: jax.Array) -> jax.Array:
   """[H, W, 3] -> [H, W, 1] luminance."""
-  return jnp.sum(x * jnp.asarray(_LUMA, x.dtype), axis=-1, keepdims=True)
+  return jnp.sum(x * jnp.asarray(LUMA, x.dtype), axis=-1, keepdims=True)
 
 
 def _blend(x, other, factor):
@@ -120,7 +118,7 @@ def draw_blur(key: jax.Array, prob: float, sigma_range=(0.1, 2.0)):
   return sigma, jax.random.uniform(k_apply) < prob
 
 
-def blur(x: jax.Array, sigma: jax.Array, kernel_fraction: float = _BLUR_KERNEL_FRACTION):
+def blur(x: jax.Array, sigma: jax.Array, kernel_fraction: float = BLUR_KERNEL_FRACTION):
   """A Gaussian of `sigma` pixels over a kernel of `kernel_fraction` of the side (odd),
   separable, reflect padding. x [H, W, C]."""
   radius = max(1, int(x.shape[0] * kernel_fraction) // 2)
@@ -139,7 +137,7 @@ def blur(x: jax.Array, sigma: jax.Array, kernel_fraction: float = _BLUR_KERNEL_F
 
 
 def gaussian_blur(x: jax.Array, key: jax.Array, prob: float, sigma_range=(0.1, 2.0),
-                  kernel_fraction: float = _BLUR_KERNEL_FRACTION) -> jax.Array:
+                  kernel_fraction: float = BLUR_KERNEL_FRACTION) -> jax.Array:
   """SimCLR's blur with probability `prob`: sigma ~ U(sigma_range) pixels. x [H, W, C]."""
   sigma, applies = draw_blur(key, prob, sigma_range)
   return jnp.where(applies, blur(x, sigma, kernel_fraction), x)
