@@ -258,6 +258,52 @@ def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
                                      ("clae_w64", "simclr_w64"), ("clae_fraction_0_25", "clae")]
 
 
+def test_width_variant_is_the_width_pair_at_every_seed_with_device_views(tmp_path):
+  spec = spec_lib.load_config_file("configs/studies/fashion_mnist_learned.py:width")
+  runs = spec_lib.plan(spec, str(tmp_path))
+  assert [(r.setting, r.seed) for r in runs] == [
+      (name, seed) for name in ("simclr", "clae", "simclr_w64", "clae_w64") for seed in (0, 1, 2)]
+  assert {r.config.data.views_on for r in runs} == {"device"}
+  assert {r.config.model.width for r in runs if r.setting.endswith("w64")} == {64}
+  assert spec_lib.comparisons(spec) == [("clae", "simclr"), ("clae_w64", "simclr_w64")]
+  with pytest.raises(ValueError, match="fashion_mnist_learned.py:wide: the variants are"):
+    spec_lib.load_config_file("configs/studies/fashion_mnist_learned.py:wide")
+
+
+def test_the_gain_at_each_width_is_paired_against_the_gain_at_the_first():
+  """(clae_w64 − simclr_w64) − (clae − simclr) seed by seed: gains of 0.5, 0.6, 0.4 at width 64
+  against 0.0, 0.1, -0.1 at 32 grow by 0.5 ± 0 (a gain); a setting that shares the first one's
+  baseline gets no row (its difference of gains is a plain paired difference)."""
+  spec = ml_collections.ConfigDict({"config": "c.py", "common": {}})
+  spec.settings = ml_collections.ConfigDict(sort_keys=False)
+  spec.settings.simclr = {"overrides": {}}
+  spec.settings.clae = {"overrides": {}, "baseline": "simclr"}
+  spec.settings.cheap = {"overrides": {}, "baseline": "simclr"}
+  spec.settings.simclr_w64 = {"overrides": {}}
+  spec.settings.clae_w64 = {"overrides": {}, "baseline": "simclr_w64"}
+  spec.sweeps = {"width": {"key": "model.width", "settings": ("clae", "cheap", "clae_w64")}}
+  gains = {"simclr": (0.0, 0.0, 0.0), "clae": (0.0, 0.1, -0.1), "cheap": (0.0, 0.0, 0.0),
+           "simclr_w64": (2.0, 2.0, 2.0), "clae_w64": (2.5, 2.6, 2.4)}
+  summaries = [{"setting": name, "seed": seed, "train_seconds": 1.0, "eval_seconds": 1.0,
+                "interrupted": False, "machines": ["This CPU"],
+                **{m: 80.0 + gain[seed] for m in report_lib.METRICS}}
+               for name, gain in gains.items() for seed in range(3)]
+  runs = report_lib.aggregate(spec, summaries)
+  assert stats.gain_differences(runs, ("clae_w64", "simclr_w64"), ("clae", "simclr"),
+                                "linear_top1") == pytest.approx([0.5, 0.5, 0.5])
+  # Only the seeds where all four finished.
+  del runs["simclr"][1]
+  assert len(stats.gain_differences(runs, ("clae_w64", "simclr_w64"), ("clae", "simclr"),
+                                    "linear_top1")) == 2
+  planned = [spec_lib.PlannedRun(name, seed, ml_collections.ConfigDict(
+      {"model": {"width": 64 if name.endswith("w64") else 32}}), "w") for name in gains
+      for seed in range(3)]
+  text = report_lib.report_markdown(spec, planned, summaries, "cmd", "t")
+  rows = [line for line in text.splitlines() if line.startswith("| (")]
+  assert rows == ["| (clae_w64 − simclr_w64) − (clae − simclr) | 3 | "
+                  + "+0.50 [+0.50, +0.50] (gain) | " * 3 + "one |"]
+
+
 def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
   """spec.comparisons rows beside the baselines', and the Bonferroni check over all of them:
   a difference of 1.0 +- 0.1 over 3 seeds survives it, one of 0.57 +- 0.21 does not."""
@@ -351,28 +397,31 @@ def test_stats_against_textbook_values():
   assert stats.paired_values(runs, "a", "b", "m") == [2.0, -1.0]  # Seeds both have, by seed.
 
 
-def test_the_committed_learned_study_report_regenerates_byte_for_byte(tmp_path, monkeypatch):
-  """The report of docs/study_fashion_mnist_learned from its committed run records, with the
-  command it names: the records still read (their configs in today's schema) and the report
-  code is unchanged in effect."""
-  docs = os.path.join(REPO, "docs", "study_fashion_mnist_learned")
+@pytest.mark.parametrize("study", ["study_fashion_mnist_learned", "study_fashion_mnist_width"])
+def test_a_committed_study_report_regenerates_byte_for_byte(tmp_path, monkeypatch, study):
+  """The report of docs/STUDY from its committed run records, with the command it names: the
+  records still read (their configs in today's schema) and the report code is unchanged in
+  effect."""
+  docs = os.path.join(REPO, "docs", study)
   expected = open(os.path.join(docs, "report.md")).read()
   command = re.search(r"Produced by `(.*)`\.", expected).group(1)
   args = shlex.split(command)[3:]
   options = dict(a.split("=", 1) if "=" in a else (a, None) for a in args if a.startswith("--"))
-  workdir = args[args.index("--workdir") + 1]
+  value = lambda name: options.get(name) or args[args.index(name) + 1]
+  workdir = value("--workdir")
   monkeypatch.chdir(tmp_path)
   shutil.copytree(os.path.join(docs, "runs"), tmp_path / workdir / "runs")
   os.symlink(os.path.join(REPO, "docs"), tmp_path / "docs")
-  spec = spec_lib.load_config_file(args[args.index("--spec") + 1])
+  os.symlink(os.path.join(REPO, "configs"), tmp_path / "configs")
+  spec = spec_lib.load_config_file(value("--spec"))
   planned = spec_lib.plan(spec, workdir)
   for run in planned:
     runner.check_same_config(run, runner.read_record(run))
-  step_times = cost.read_step_times(options["--step_times"])
+  step_times = cost.read_step_times(options.get("--step_times") or "")
   summaries = runner.summaries(planned)
-  assert report_lib.report_markdown(
-      spec, planned, summaries, command, spec_lib.title_of(spec, workdir),
-      ["settings.png", "cost.png", "sweep_fraction.png", "sweep_width.png"],
+  figure_names = re.findall(r"\[([\w.]+\.png)\]", expected)
+  assert figure_names and report_lib.report_markdown(
+      spec, planned, summaries, command, spec_lib.title_of(spec, workdir), figure_names,
       cost.step_time_ratios(spec, planned, step_times)) == expected
 
 

@@ -97,21 +97,34 @@ def sweep_rows(spec, planned, runs: dict, sweep) -> list:
   return rows
 
 
+def gain_growth_rows(spec, runs: dict, sweep) -> list:
+  """For the sweep's settings that have a baseline: each one's paired gain over its baseline
+  minus the first one's, seed by seed (stats.gain_differences), as [setting, its baseline,
+  first, first's baseline, [paired interval per metric]]. A setting that shares the first one's
+  baseline is left out: its difference of gains is the plain difference of the two settings,
+  which spec.comparisons can pair."""
+  pairs = [(name, spec.settings[name].baseline) for name in sweep.settings
+           if spec.settings[name].get("baseline")]
+  return [[*pair, *pairs[0],
+           [stats.paired_interval(stats.gain_differences(runs, pair, pairs[0], m))
+            for m in METRICS]] for pair in pairs[1:] if pair[1] != pairs[0][1]]
+
+
 def machine_names(summaries: Sequence[dict]) -> dict:
   """{machine label: 'M1', 'M2', ...} in the order the runs name them."""
   labels = dict.fromkeys(label for s in summaries for label in s.get("machines", []))
   return {label: f"M{i + 1}" for i, label in enumerate(labels)}
 
 
-def machine_crossing(runs: dict, setting: str, other: str) -> str:
-  """Whether the paired runs of `setting` and `other` share one machine, seed by seed: 'one'
-  when every pair does, else the seeds whose pair crosses machines or has no record of them."""
+def machine_crossing(runs: dict, *settings: str) -> str:
+  """Whether the paired runs of `settings` share one machine, seed by seed: 'one' when every
+  seed's runs do, else the seeds whose runs cross machines or have no record of them."""
   crossing, unrecorded = [], []
-  for seed in sorted(set(runs.get(setting, {})) & set(runs.get(other, {}))):
-    pair = [runs[setting][seed].get("machines", []), runs[other][seed].get("machines", [])]
-    if not all(pair):
+  for seed in sorted(set.intersection(*(set(runs.get(name, {})) for name in settings))):
+    records = [runs[name][seed].get("machines", []) for name in settings]
+    if not all(records):
       unrecorded.append(seed)
-    elif len(set(pair[0]) | set(pair[1])) > 1:
+    elif len(set().union(*records)) > 1:
       crossing.append(seed)
   parts = ([f"cross: seeds {', '.join(map(str, crossing))}"] if crossing else []) + (
       [f"unrecorded: seeds {', '.join(map(str, unrecorded))}"] if unrecorded else [])
@@ -202,6 +215,18 @@ def report_markdown(spec, planned: Sequence, summaries: Sequence[dict], command:
              _pm_stats(row["delta"])] for row in sweep_rows(spec, planned, runs, sweep)]
     lines += [table([sweep.key, "setting", "seeds", *(METRIC_LABELS[m] for m in METRICS),
                      f"Δ {METRIC_LABELS[METRICS[0]]} vs its baseline"], rows)]
+    growth = gain_growth_rows(spec, runs, sweep)
+    if growth:
+      lines += ["", "Does the gain change along the sweep? Each setting's gain over its baseline "
+                "minus the first setting's gain over its own, paired by seed (at the seeds where "
+                "all four settings finished), with its 95% interval:", ""]
+      rows = [[f"({name} − {base}) − ({first} − {first_base})", intervals[0][2],
+               *[f"{_interval_text(i)} ({stats.verdict(i)})" if i[2] else "–"
+                 for i in intervals],
+               machine_crossing(runs, name, base, first, first_base)]
+              for name, base, first, first_base, intervals in growth]
+      lines += [table(["difference of gains", "paired seeds",
+                       *(f"Δ {METRIC_LABELS[m]}" for m in METRICS), "machines"], rows)]
   lines += ["", "## Every run", ""]
   names = machine_names(summaries)
   rows = []

@@ -23,8 +23,21 @@ def mean_std(values: Sequence[float]) -> tuple:
 def paired_values(runs: dict, setting: str, other: str, key: str) -> list:
   """`setting`'s value of `key` minus `other`'s, for each seed both have.
   runs: {setting: {seed: {key: value}}}."""
+  return list(_paired_by_seed(runs, setting, other, key).values())
+
+
+def _paired_by_seed(runs: dict, setting: str, other: str, key: str) -> dict:
   ours, theirs = runs.get(setting, {}), runs.get(other, {})
-  return [ours[s][key] - theirs[s][key] for s in sorted(set(ours) & set(theirs))]
+  return {s: ours[s][key] - theirs[s][key] for s in sorted(set(ours) & set(theirs))}
+
+
+def gain_differences(runs: dict, pair: tuple, other_pair: tuple, key: str) -> list:
+  """How much one paired gain exceeds another, seed by seed: (pair[0] − pair[1]) −
+  (other_pair[0] − other_pair[1]) of `key`, for each seed all four settings have. Whether a gain
+  grows with a swept value (CLAE − SimCLR at width 64 against the same at width 32) is then a
+  paired difference with its own interval."""
+  gain, other_gain = (_paired_by_seed(runs, *p, key) for p in (pair, other_pair))
+  return [gain[s] - other_gain[s] for s in sorted(set(gain) & set(other_gain))]
 
 
 def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> tuple:

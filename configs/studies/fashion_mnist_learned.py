@@ -10,6 +10,10 @@ quickstart's data, views, loss and tau (configs/quickstart.py), a ResNet-small o
 about 10 hours of a 2-core CPU; the runner resumes across sittings. Settings run in order of
 importance: the main pair and the cheap attack at 3 seeds, then the double width at 1 seed
 (exploratory: 3 seeds of it do not fit the 10 hours).
+
+`--spec=configs/studies/fashion_mnist_learned.py:width` is the width pair alone, both widths at
+3 seeds with the views drawn on the device, for one accelerator: every pair then shares one
+machine, and a GPU runs the 12 runs in minutes (docs/study_fashion_mnist_width/).
 """
 
 import ml_collections
@@ -22,7 +26,9 @@ def setting(seeds=None, baseline=None, **overrides):
       {"overrides": overrides, "seeds": seeds, "baseline": baseline}, type_safe=False)
 
 
-def get_config():
+def get_config(variant: str = "cpu"):
+  if variant not in ("cpu", "width"):
+    raise ValueError(f"fashion_mnist_learned.py:{variant}: the variants are 'cpu' and 'width'")
   spec = ml_collections.ConfigDict()
   spec.title = (f"CLAE vs SimCLR on Fashion-MNIST, a learned regime (width {WIDTH}, "
                 f"{EPOCHS} epochs, 2-core CPU)")
@@ -49,4 +55,20 @@ def get_config():
       "fraction": {"key": "adv.fraction", "settings": ("clae_fraction_0_25", "clae")},
   }
   spec.evaluate = {"robust_examples": 0, "figures": False}
+  if variant == "width":
+    return width_pair(spec)
+  return spec
+
+
+def width_pair(spec):
+  """The two widths at every seed and nothing else; views drawn inside the step, as on any
+  accelerator."""
+  spec.title = (f"CLAE vs SimCLR at widths {WIDTH} and {2 * WIDTH} on Fashion-MNIST "
+                f"({EPOCHS} epochs, device views, one accelerator)")
+  spec.common.data = {"views_on": "device"}
+  del spec.settings["clae_fraction_0_25"]
+  spec.settings.simclr_w64.seeds = None
+  spec.settings.clae_w64.seeds = None
+  spec.comparisons = ()
+  del spec.sweeps["fraction"]
   return spec
