@@ -1,8 +1,9 @@
 """Where images come from: TFDS by name, MNIST-format IDX files, NPZ arrays, image folders.
 
 Every source returns `(images, labels)`: uint8 [N, H, W, C] and int32 [N], held in host
-memory (CIFAR-10 is 150 MB, Fashion-MNIST 47 MB). Streaming sources for larger sets belong
-to the data layer.
+memory (CIFAR-10 is 150 MB, Fashion-MNIST 47 MB): the fastest path for data that fits.
+`python -m adcl.data.convert` writes any of these sources as ArrayRecord shards
+(adcl/data/records.py) for data that does not.
 """
 
 import gzip
@@ -136,9 +137,18 @@ def _stack(paths: list[str], size: int, where: str) -> np.ndarray:
 
 
 def load_folder(directory: str, split: str, size: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """An image folder: `directory/train/<class>/**/image`, and for the other splits either the
-  same layout or tiny ImageNet's `directory/val/images/*` with `val/val_annotations.txt`
-  (file name, tab, class). Classes are the sorted sub-folders of `train`."""
+  """An image folder (folder_listing's layouts), decoded whole: ([N, H, W, 3] uint8, [N] int32);
+  images resized to size x size when size > 0."""
+  paths, labels, _ = folder_listing(directory, split)
+  return _stack(paths, size, os.path.join(directory, split)), np.asarray(labels, np.int32)
+
+
+def folder_listing(directory: str, split: str) -> tuple[list, list, list]:
+  """(image paths, labels, class names) of `split` of an image folder: `directory/train/<class>/
+  **/image` (ImageNet's layout; tiny ImageNet's `<class>/images/` too), and for the other splits
+  either the same layout or tiny ImageNet's `directory/val/images/*` with
+  `val/val_annotations.txt` (file name, tab, class). Classes are the sorted sub-folders of
+  `train`."""
   train_dir = os.path.join(directory, "train")
   if not os.path.isdir(train_dir):
     raise FileNotFoundError(f"{directory}: no 'train' folder (config.data.data_dir)")
@@ -168,7 +178,7 @@ def load_folder(directory: str, split: str, size: int = 0) -> tuple[np.ndarray, 
       labels += [label] * len(found)
   if not paths:
     raise ValueError(f"{split_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
-  return _stack(paths, size, split_dir), np.asarray(labels, np.int32)
+  return paths, labels, classes
 
 
 def load(data_config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
