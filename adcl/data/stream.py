@@ -1,0 +1,100 @@
+"""Step batches read from converted shards (adcl/data/records.py) with Grain, in bounded memory.
+
+The batch of step t is a function of (seed, t) alone, as on the in-memory path: epoch
+e = t // steps_per_epoch visits the records in a seeded permutation of the split, computed
+index by index (`grain.experimental.index_shuffle`, O(1) memory, no permutation array of the
+split), and step t takes its slice of that order. Process p of P reads only rows
+[p * B / P, (p + 1) * B / P) of each global batch B, so resuming at any step, on any number of
+processes, needs no iterator state, and any number of shards serves any number of hosts.
+
+One Grain element is one step's local batch: the records of a batch are read in one call and
+decoded in one place, which keeps Grain's per-element overhead out of the per-image cost.
+Worker processes (started by spawn) each make whole batches; the order of batches does not
+depend on their number.
+
+What a batch holds today: records of raw pixels (converted IDX / NPZ), stacked as uint8. Records
+of encoded JPEG/PNG need the host's decode-and-crop at the training size, which is not here yet.
+"""
+
+from typing import Iterator
+
+import numpy as np
+
+from adcl.data import pipeline, records
+
+SHUFFLE_ROUNDS = 4  # Rounds of index_shuffle's cipher: enough for a well-mixed order.
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+  """The permutation seed of `epoch`: a 32-bit hash of (seed, epoch)."""
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def record_indices(seed: int, step: int, global_batch: int, num_records: int,
+                   rows: range) -> np.ndarray:
+  """int64 [len(rows)]: the records at `rows` of step `step`'s global batch (drop-remainder
+  epochs, as pipeline.steps_per_epoch)."""
+  from grain import experimental
+
+  per_epoch = pipeline.steps_per_epoch(num_records, global_batch)
+  epoch, first = step // per_epoch, (step % per_epoch) * global_batch
+  permutation_seed = epoch_seed(seed, epoch)
+  return np.array([experimental.index_shuffle(first + row, max_index=num_records - 1,
+                                              seed=permutation_seed, rounds=SHUFFLE_ROUNDS)
+                   for row in rows], np.int64)
+
+
+class StepBatches:
+  """step -> this process's batch of that step: {'images': uint8 [B / P, H, W, C], 'labels':
+  int32 [B / P], 'indices': int64 [B / P] (the records read)}. Picklable (Grain's workers get a
+  copy and open the shards themselves)."""
+
+  def __init__(self, directory: str, split: str, seed: int, global_batch: int,
+               process_index: int = 0, process_count: int = 1):
+    if global_batch % process_count:
+      raise ValueError(f"config.train.batch_size={global_batch} is not a multiple of the "
+                       f"{process_count} processes")
+    self.directory, self.split, self.seed = directory, split, seed
+    self.global_batch = global_batch
+    local = global_batch // process_count
+    self.rows = range(process_index * local, (process_index + 1) * local)
+    self._records = None
+    manifest = records.read_manifest(directory, split)  # Fails here, before any step runs.
+    if manifest["encoding"] != "raw":
+      raise ValueError(f"{records.manifest_path(directory, split)}: encoded images need the "
+                       "host decode-and-crop, which adcl does not have yet; convert a source of "
+                       "raw pixels (idx, npz)")
+    self.num_records = manifest["records"]
+    pipeline.steps_per_epoch(self.num_records, global_batch)  # A batch larger than the split.
+
+  def __getstate__(self):
+    return {**self.__dict__, "_records": None}  # Each process opens its own readers.
+
+  def __call__(self, step: int) -> dict:
+    if self._records is None:
+      self._records = records.Split(self.directory, self.split)
+    indices = record_indices(self.seed, int(step), self.global_batch, self.num_records,
+                             self.rows)
+    read = self._records.read(indices)
+    images = np.stack([self._records.decode(name, pixels, int(i))
+                       for i, (_, name, pixels) in zip(indices, read)])
+    return {"images": images, "labels": np.array([r[0] for r in read], np.int32),
+            "indices": indices}
+
+
+def step_batches(batches: StepBatches, start_step: int, num_steps: int, workers: int = 0,
+                 prefetch: int = 2) -> Iterator[dict]:
+  """The batches of steps [start_step, num_steps) in order, made by `workers` Grain worker
+  processes (0: in this process, by `prefetch` threads)."""
+  import grain.python as grain
+
+  dataset = grain.MapDataset.range(start_step, num_steps).map(batches)
+  read_options = grain.ReadOptions(num_threads=max(1, prefetch), prefetch_buffer_size=prefetch)
+  stream = dataset.to_iter_dataset(read_options)
+  if workers:
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags; outside an absl
+      flags.FLAGS.mark_as_parsed()   # program (a notebook, a test) their defaults stand.
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return iter(stream)
