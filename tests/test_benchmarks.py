@@ -56,3 +56,15 @@ def test_conv_layers_times_every_pass_with_and_without_ynnpack_convolutions():
                for k in ("forward_ms", "input_grad_ms", "filter_grad_ms", "gflop"))
   assert result.stdout.count("| 32px 64->64 s1 |") == 1 and "| all |" in result.stdout
 
+
+
+def test_decode_crop_times_each_decoder_against_a_full_decode():
+  result = subprocess.run([sys.executable, "benchmarks/decode_crop.py", "--images", "4",
+                           "--rounds", "1", "--size", "32"], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  ways = {"full_decode", "pillow_draft", "pillow_full", "tf_decode_crop"}
+  assert set(record["images_per_s_per_core"]) == ways
+  assert record["over_full_decode"]["full_decode"] == 1.0
+  assert all(record["cores_for_target"][w] > 0 for w in ways)

@@ -1,10 +1,12 @@
 """Step batches from converted shards (adcl/data/stream.py): a function of (seed, step) alone,
 the same bytes for any number of Grain workers and of processes, every record once per epoch."""
 
+import io
+
 import numpy as np
 import pytest
 
-from adcl.data import convert, records, sources, stream
+from adcl.data import convert, decode_crop, records, sources, stream
 from test_records import write_image_folder
 
 
@@ -57,13 +59,76 @@ def test_batches_are_the_same_bytes_for_any_workers_and_processes(shards):
       b["images"].tobytes() for b in reference[2:]]
 
 
-def test_encoded_records_and_oversized_batches_are_refused_in_one_line(shards, tmp_path):
+def test_bad_setups_are_refused_in_one_line(shards, tmp_path):
   directory, _ = shards
   with pytest.raises(ValueError, match=r"batch_size=128 is larger than the 64 training images"):
     stream.StepBatches(directory, "train", 0, 128)
   write_image_folder(tmp_path / "src", 2)
   convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"))
-  with pytest.raises(ValueError, match="encoded images need the host decode-and-crop"):
+  with pytest.raises(ValueError, match="encoded images are cropped on the host; give the crop"):
     stream.StepBatches(str(tmp_path / "ar"), "train", 0, 2)
   with pytest.raises(FileNotFoundError, match="no manifest"):
     stream.StepBatches(str(tmp_path), "train", 0, 2)
+
+
+def test_crop_boxes_follow_torchvisions_sampler():
+  from conftest import torchvision_crops
+
+  rng = np.random.default_rng(0)
+  boxes = np.array([decode_crop.crop_box(rng, 600, 600, (0.2, 1.0)) for _ in range(20000)])
+  area, aspect = boxes[:, 2] * boxes[:, 3] / 600**2, boxes[:, 3] / boxes[:, 2]
+  expected_area, expected_aspect = torchvision_crops(20000, (0.2, 1.0))
+  assert abs(area.mean() - expected_area.mean()) < 0.01
+  assert abs(np.median(area) - np.median(expected_area)) < 0.015
+  assert abs(np.log(aspect).mean() - np.log(expected_aspect).mean()) < 0.01
+  assert aspect.min() >= 3 / 4 - 0.01 and aspect.max() <= 4 / 3 + 0.01
+  # Inside the image, also a very wide one, whose tries may all fail: then a centre crop at the
+  # widest allowed aspect.
+  for top, left, h, w in (decode_crop.crop_box(rng, 40, 400, (0.9, 1.0)) for _ in range(200)):
+    assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 400
+  assert decode_crop.crop_box(rng, 10, 400, (0.99, 1.0)) == (0, 193, 10, 13)
+
+
+def test_a_drafted_decode_crops_like_a_full_one():
+  """The same boxes cut from a JPEG decoded at 1/4 scale and at full scale: the same picture
+  (a smooth image, so the difference is the decoder's, a few levels of 255)."""
+  from PIL import Image
+
+  y, x = np.mgrid[0:1200, 0:1600] / 1600.0
+  pixels = (np.stack([np.sin(6 * x), np.cos(5 * y), np.sin(3 * (x + y))], -1) * 100 + 128)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels.astype(np.uint8)).save(buffer, "JPEG", quality=95)
+  draws = [decode_crop.decode_crops(buffer.getvalue(), np.random.default_rng(7), 2, 64,
+                                    (0.3, 1.0), draft=draft) for draft in (True, False)]
+  boxes = [decode_crop.crop_box(np.random.default_rng(7), 1200, 1600, (0.3, 1.0))
+           for _ in range(1)]
+  assert decode_crop.draft_reduction(boxes, 64) >= 4
+  assert draws[0].shape == (2, 64, 64, 3) and draws[0].dtype == np.uint8
+  assert np.abs(draws[0].astype(int) - draws[1]).mean() < 2.0
+
+
+def test_encoded_batches_are_two_crops_the_same_for_any_workers_and_processes(tmp_path):
+  write_image_folder(tmp_path / "src", 6)
+  convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"),
+                        records_per_shard=5)
+  make = lambda p, n: stream.StepBatches(str(tmp_path / "ar"), "train", 3, 4, p, n,
+                                         crop=(16, (0.2, 1.0)))
+  reference = list(stream.step_batches(make(0, 1), 0, 4))
+  assert reference[0]["crops"].shape == (4, 2, 16, 16, 3)
+  assert not np.array_equal(reference[0]["crops"][:, 0], reference[0]["crops"][:, 1])
+  two_workers = list(stream.step_batches(make(0, 1), 0, 4, workers=2))
+  halves = [list(stream.step_batches(make(p, 2), 0, 4)) for p in (0, 1)]
+  for want, got, first, second in zip(reference, two_workers, *halves, strict=True):
+    assert got["crops"].tobytes() == want["crops"].tobytes()
+    assert np.concatenate([first["crops"], second["crops"]]).tobytes() == want["crops"].tobytes()
+
+
+def test_a_corrupt_jpeg_stops_the_step_that_reads_it_naming_the_record(tmp_path):
+  write_image_folder(tmp_path / "src", 4)
+  bad = tmp_path / "src" / "train" / "dog" / "00002.jpg"
+  bad.write_bytes(bad.read_bytes()[:300])
+  convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"))
+  batches = stream.StepBatches(str(tmp_path / "ar"), "train", 0, 8, crop=(16, (0.2, 1.0)))
+  with pytest.raises(ValueError, match=r"record 6 of .*/train \(train/dog/00002.jpg\): not a "
+                     "readable image"):
+    batches(0)

@@ -21,6 +21,7 @@ keeps it can refuse to resume on other data. The manifest is written only once e
 closed, so a conversion that was cut off leaves no manifest and is not mistaken for data.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -210,13 +211,29 @@ class Split:
     decode is a ValueError naming its index, split and source file."""
     if self.encoding == "raw":
       return np.frombuffer(pixels, np.uint8).reshape(self.manifest["shape"])
-    from PIL import Image, UnidentifiedImageError
+    with self._naming(name, index):
+      from PIL import Image
 
-    try:
       with Image.open(io.BytesIO(pixels)) as image:
         grey = self.manifest["channels"] == 1
         pixels = np.asarray(image.convert("L" if grey else "RGB"), np.uint8)
         return pixels[..., None] if grey else pixels
+
+  def crops(self, name: str, pixels: bytes, index: int, rng: np.random.Generator, views: int,
+            size: int, scale: Sequence[float]) -> np.ndarray:
+    """uint8 [views, size, size, C]: RandomResizedCrops of one encoded record from one decode
+    (adcl/data/decode_crop.py); errors as `decode`'s."""
+    from adcl.data import decode_crop
+
+    with self._naming(name, index):
+      return decode_crop.decode_crops(pixels, rng, views, size, scale, self.manifest["channels"])
+
+  @contextlib.contextmanager
+  def _naming(self, name: str, index: int):
+    from PIL import UnidentifiedImageError
+
+    try:
+      yield
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
       raise ValueError(f"record {index} of {self.directory}/{self.split} ({name or 'no file'}): "
                        f"not a readable image ({error})") from None

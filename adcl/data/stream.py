@@ -12,15 +12,19 @@ decoded in one place, which keeps Grain's per-element overhead out of the per-im
 Worker processes (started by spawn) each make whole batches; the order of batches does not
 depend on their number.
 
-What a batch holds today: records of raw pixels (converted IDX / NPZ), stacked as uint8. Records
-of encoded JPEG/PNG need the host's decode-and-crop at the training size, which is not here yet.
+What a batch holds: records of raw pixels (converted IDX / NPZ) whole, stacked as uint8, for
+the device views to crop; records of encoded JPEG/PNG as two crops per image at the training
+size, decoded once and only as far as the crops need (adcl/data/decode_crop.py), for the
+device to do the rest of the views.
 """
 
-from typing import Iterator
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from adcl.data import pipeline, records
+from adcl.data import decode_crop, pipeline, records
+
+VIEWS = 2  # Crops per encoded image: the two views of the contrastive pair.
 
 SHUFFLE_ROUNDS = 4  # Rounds of index_shuffle's cipher: enough for a well-mixed order.
 
@@ -45,12 +49,16 @@ def record_indices(seed: int, step: int, global_batch: int, num_records: int,
 
 
 class StepBatches:
-  """step -> this process's batch of that step: {'images': uint8 [B / P, H, W, C], 'labels':
-  int32 [B / P], 'indices': int64 [B / P] (the records read)}. Picklable (Grain's workers get a
-  copy and open the shards themselves)."""
+  """step -> this process's batch of that step: {'labels': int32 [B / P], 'indices': int64
+  [B / P] (the records read), and 'images': uint8 [B / P, H, W, C] for raw records or 'crops':
+  uint8 [B / P, 2, size, size, C] for encoded ones}. Picklable (Grain's workers get a copy and
+  open the shards themselves).
+
+  `crop` (size, (min, max) area fraction) is required for encoded records."""
 
   def __init__(self, directory: str, split: str, seed: int, global_batch: int,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int = 0, process_count: int = 1,
+               crop: Optional[tuple[int, Sequence[float]]] = None):
     if global_batch % process_count:
       raise ValueError(f"config.train.batch_size={global_batch} is not a multiple of the "
                        f"{process_count} processes")
@@ -60,10 +68,10 @@ class StepBatches:
     self.rows = range(process_index * local, (process_index + 1) * local)
     self._records = None
     manifest = records.read_manifest(directory, split)  # Fails here, before any step runs.
-    if manifest["encoding"] != "raw":
-      raise ValueError(f"{records.manifest_path(directory, split)}: encoded images need the "
-                       "host decode-and-crop, which adcl does not have yet; convert a source of "
-                       "raw pixels (idx, npz)")
+    self.encoded, self.crop = manifest["encoding"] == "encoded", crop
+    if self.encoded and not crop:
+      raise ValueError(f"{records.manifest_path(directory, split)}: encoded images are cropped "
+                       "on the host; give the crop (size, scale)")
     self.num_records = manifest["records"]
     pipeline.steps_per_epoch(self.num_records, global_batch)  # A batch larger than the split.
 
@@ -76,10 +84,17 @@ class StepBatches:
     indices = record_indices(self.seed, int(step), self.global_batch, self.num_records,
                              self.rows)
     read = self._records.read(indices)
-    images = np.stack([self._records.decode(name, pixels, int(i))
-                       for i, (_, name, pixels) in zip(indices, read)])
-    return {"images": images, "labels": np.array([r[0] for r in read], np.int32),
-            "indices": indices}
+    batch = {"labels": np.array([r[0] for r in read], np.int32), "indices": indices}
+    if self.encoded:
+      size, scale = self.crop
+      batch["crops"] = np.stack([
+          self._records.crops(name, pixels, int(i), decode_crop.view_generator(
+              self.seed, int(step), row), VIEWS, size, scale)
+          for row, i, (_, name, pixels) in zip(self.rows, indices, read)])
+    else:
+      batch["images"] = np.stack([self._records.decode(name, pixels, int(i))
+                                  for i, (_, name, pixels) in zip(indices, read)])
+    return batch
 
 
 def step_batches(batches: StepBatches, start_step: int, num_steps: int, workers: int = 0,

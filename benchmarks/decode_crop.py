@@ -1,0 +1,122 @@
+"""Host images/s per core of the decode-and-crop for encoded images, side by side in one run.
+
+    python benchmarks/decode_crop.py                      # 200 JPEGs, ImageNet-like sizes
+    python benchmarks/decode_crop.py --images 40 --rounds 1   # a quick look
+
+Makes JPEGs of mixed sizes (500x375 and 1600x1200, smooth content with noise, quality 90),
+then times on one core, alternating rounds so that machine noise hits all alike:
+  full_decode      Pillow decodes the whole image (the reference: what a full decode costs)
+  pillow_draft     adcl's path: two 224 px RandomResizedCrops from one decode, reduced by
+                   Pillow's draft as far as the crops allow (adcl/data/decode_crop.py)
+  pillow_full      the same two crops from a full-size decode (no draft)
+  tf_decode_crop   tf.image.decode_and_crop_jpeg once per crop, then resized to 224 px
+                   (TensorFlow's way: decodes only the crop's rows and columns, twice)
+Printed: images/s per core of each (an image is one source image, two crops), each over
+full_decode (the goal is >= 0.8: two crops for at most 1.25 full decodes), and the cores that
+--target_images_per_s would take. Last line: one JSON object.
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np
+
+SIZES = ((500, 375), (1600, 1200))
+
+
+def make_jpegs(count: int, seed: int = 0) -> list:
+  from PIL import Image
+
+  rng = np.random.default_rng(seed)
+  jpegs = []
+  for i in range(count):
+    w, h = SIZES[i % len(SIZES)]
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    phase = rng.uniform(0, 6, 3)
+    smooth = np.stack([np.sin(7 * x + phase[0]), np.cos(5 * y + phase[1]),
+                       np.sin(4 * (x + y) + phase[2])], -1) * 90 + 128
+    pixels = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    jpegs.append(buffer.getvalue())
+  return jpegs
+
+
+def full_decode(data, rng, size, scale):
+  from PIL import Image
+
+  with Image.open(io.BytesIO(data)) as image:
+    return np.asarray(image.convert("RGB"))
+
+
+def pillow_crops(draft):
+  from adcl.data import decode_crop
+
+  return lambda data, rng, size, scale: decode_crop.decode_crops(data, rng, 2, size, scale,
+                                                                  draft=draft)
+
+
+def tf_decode_crop(data, rng, size, scale):
+  import tensorflow as tf
+  from adcl.data import decode_crop
+
+  height, width = tf.image.extract_jpeg_shape(data).numpy()[:2]
+  crops = []
+  for _ in range(2):
+    top, left, h, w = decode_crop.crop_box(rng, int(height), int(width), scale)
+    crop = tf.image.decode_and_crop_jpeg(data, [top, left, h, w], channels=3)
+    crops.append(tf.cast(tf.image.resize(crop, (size, size), antialias=True), tf.uint8).numpy())
+  return np.stack(crops)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--images", type=int, default=200)
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--size", type=int, default=224)
+  parser.add_argument("--target_images_per_s", type=float, default=9000.0,
+                      help="images/s the step consumes (default: the issue's estimate for one "
+                      "H200 on the ResNet-50 224 px CLAE step at 40%% of peak)")
+  args = parser.parse_args()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import tensorflow as tf
+
+  tf.config.threading.set_intra_op_parallelism_threads(1)  # One core, as the others.
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  jpegs = make_jpegs(args.images)
+  scale = (0.08, 1.0)  # The SimCLR / ImageNet recipe's crops.
+  ways = {"full_decode": full_decode, "pillow_draft": pillow_crops(True),
+          "pillow_full": pillow_crops(False), "tf_decode_crop": tf_decode_crop}
+  for way in ways.values():  # Warm up (imports, TensorFlow's first call).
+    way(jpegs[0], np.random.default_rng(0), args.size, scale)
+  seconds = {name: [] for name in ways}
+  for round_index in range(args.rounds):
+    for name, way in ways.items():
+      rng = np.random.default_rng(round_index)
+      start = time.process_time()
+      for data in jpegs:
+        way(data, rng, args.size, scale)
+      seconds[name].append(time.process_time() - start)
+  per_core = {name: args.images / min(s) for name, s in seconds.items()}
+  result = {"images": args.images, "sizes": [list(s) for s in SIZES], "size": args.size,
+            "images_per_s_per_core": {k: round(v, 1) for k, v in per_core.items()},
+            "over_full_decode": {k: round(v / per_core["full_decode"], 3)
+                                 for k, v in per_core.items()},
+            "target_images_per_s": args.target_images_per_s,
+            "cores_for_target": {k: round(args.target_images_per_s / v, 1)
+                                 for k, v in per_core.items()}}
+  for name in ways:
+    print(f"{name:15s} {per_core[name]:8.1f} images/s per core  "
+          f"{result['over_full_decode'][name]:.2f}x a full decode  "
+          f"{result['cores_for_target'][name]:6.1f} cores for {args.target_images_per_s:.0f}/s")
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()
