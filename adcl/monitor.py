@@ -24,6 +24,7 @@ class Monitor:
                enabled: bool = True):
     self.total_steps, self.global_batch, self.enabled = total_steps, global_batch, enabled
     self._last_time, self._last_step = time.perf_counter(), start_step
+    self._input_wait = 0.0
     if enabled:
       # Imported where used: TensorBoard's writer loads TensorFlow's file system if present.
       from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -45,12 +46,24 @@ class Monitor:
           wall_time=time.time(), step=start_step + 1,
           session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
 
+  def next_batch(self, batches):
+    """next(batches), timed: the loop's wait for its input, reported by `throughput`."""
+    start = time.perf_counter()
+    batch = next(batches)
+    self._input_wait += time.perf_counter() - start
+    return batch
+
   def throughput(self, step: int) -> dict:
-    """steps/s and images/s (source images) since the previous call; resets the clock."""
+    """Since the previous call, which it resets: steps/s, images/s (source images), and
+    input_wait_s / input_wait_fraction, the time the loop was blocked waiting for its next
+    batch (a step dispatched without waiting runs ahead of the device, so a fraction near 0
+    means the input kept up, and one near 1 that the accelerator starved)."""
     now = time.perf_counter()
     steps, seconds = step - self._last_step, max(now - self._last_time, 1e-9)
+    wait, self._input_wait = self._input_wait, 0.0
     self._last_time, self._last_step = now, step
-    return {"steps_per_s": steps / seconds, "images_per_s": steps * self.global_batch / seconds}
+    return {"steps_per_s": steps / seconds, "images_per_s": steps * self.global_batch / seconds,
+            "input_wait_s": wait, "input_wait_fraction": min(wait / seconds, 1.0)}
 
   def write(self, step: int, metrics: dict) -> None:
     """metrics: python floats; written as {"step": step, **metrics}."""

@@ -83,7 +83,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics, last_saved = {}, (start_step if resume_step is not None else None)
     for step in range(start_step + 1, num_steps + 1):
       state, device_metrics = trainer.train_step(
-          state, pipeline.to_global(next(batches), trainer.data_sharding))
+          state, pipeline.to_global(monitor.next_batch(batches), trainer.data_sharding))
       stopping = stop.should_stop(step)  # SIGTERM/SIGINT: checkpoint this step, then exit.
       is_last = step == num_steps
       log_now = step % config.train.log_every == 0 or is_last or stopping

@@ -77,8 +77,9 @@ def test_cli_end_to_end(tmp_path, idx_dir):
   assert result.returncode == 0, result.stderr[-3000:]
   lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   assert [l["step"] for l in lines] == [2, 4]
-  assert all({"step", "loss", "loss_clean", "loss_adv", "knn_top1", "images_per_s"} <= set(l)
-             for l in lines)
+  assert all({"step", "loss", "loss_clean", "loss_adv", "knn_top1", "images_per_s",
+              "input_wait_s", "input_wait_fraction"} <= set(l) for l in lines)
+  assert all(0 <= l["input_wait_fraction"] <= 1 for l in lines)
   assert 0 <= lines[-1]["knn_top1"] <= 100
   assert os.listdir(workdir / "tensorboard")
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
@@ -86,6 +87,31 @@ def test_cli_end_to_end(tmp_path, idx_dir):
   again = run_cli("--config", write_config(tmp_path, idx_dir), "--workdir", str(workdir),
                   "--config.train.num_steps=4")
   assert again.returncode == 0 and "Resuming from" in again.stderr
+
+
+def test_the_monitor_reports_the_time_the_loop_waited_for_its_input():
+  """A source that takes 50 ms a batch and a loop that does nothing else: the loop waited for
+  its input nearly all the time; a ready source and a loop busy 20 ms: nearly none of it."""
+  import time
+
+  from adcl.monitor import Monitor
+
+  def slow():
+    while True:
+      time.sleep(0.05)
+      yield {}
+
+  def interval(batches, busy_s):
+    monitor = Monitor("unused", 10, 8, 0, enabled=False)
+    for _ in range(4):
+      monitor.next_batch(batches)
+    time.sleep(busy_s)
+    return monitor.throughput(4)
+
+  starved = interval(slow(), 0.0)
+  assert 0.19 < starved["input_wait_s"] < 0.5 and starved["input_wait_fraction"] > 0.8
+  fed = interval(iter([{}] * 4), 0.02)
+  assert fed["input_wait_s"] < 0.005 and fed["input_wait_fraction"] < 0.25
 
 
 def test_unknown_config_key_is_named(tmp_path, idx_dir):
