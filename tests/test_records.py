@@ -144,3 +144,23 @@ def test_the_command_converts_and_its_memory_does_not_grow_with_the_source(tmp_p
     peaks[count] = int(result.stdout.split("peak_kb")[-1]) / 1024
   source_mb = sum(f.stat().st_size for f in (tmp_path / "src200").rglob("*.jpg")) / 2**20
   assert source_mb > 20 and abs(peaks[200] - peaks[20]) < 5, (peaks, source_mb)
+
+
+def test_a_class_list_converts_a_subset_such_as_imagenet100(tmp_path):
+  write_image_folder(tmp_path / "src", 2, classes=("ant", "bee", "cat"))
+  listing = tmp_path / "classes.txt"
+  listing.write_text("# two of three\ncat\nant\n")
+  only = convert.read_class_list(str(listing))
+  manifest = convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"),
+                                   only=only)
+  split = records.Split(str(tmp_path / "ar"), "train")
+  assert manifest["classes"] == ["ant", "cat"] and manifest["records"] == 4
+  assert [(label, name.split("/")[1]) for label, name, _ in split] == [
+      (0, "ant"), (0, "ant"), (1, "cat"), (1, "cat")]
+  listing.write_text("cat dog\n")
+  with pytest.raises(ValueError, match=r"no folder for class 'dog' \(1 of the 2 classes"):
+    convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "x"),
+                          only=convert.read_class_list(str(listing)))
+  imagenet100 = convert.read_class_list(os.path.join(REPO, "configs", "imagenet100_classes.txt"))
+  assert len(set(imagenet100)) == 100 and all(n.startswith("n") and len(n) == 9
+                                              for n in imagenet100)

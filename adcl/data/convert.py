@@ -6,7 +6,8 @@ bytes are copied as they are (never decoded or re-encoded), so ImageNet converts
 of the disk. IDX and NPZ sources are pixel arrays and become 'raw' records of their shape;
 they are small by nature and are read whole.
 
-    python -m adcl.data.convert --source folder --data_dir ~/imagenet100 --out ~/imagenet100_ar
+    python -m adcl.data.convert --source folder --data_dir ~/imagenet --out ~/imagenet100_ar \\
+        --splits train,val --classes configs/imagenet100_classes.txt     # ImageNet-100
     python -m adcl.data.convert --source idx --data_dir /usr/share/datasets/fashion-mnist \\
         --out fmnist_ar
     python -m adcl.data.convert --source tfds --name imagenette/320px --out imagenette_ar \\
@@ -18,7 +19,7 @@ the split it was writing (rerun it), and the splits finished before it stay vali
 
 import os
 import time
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from absl import flags, logging
@@ -29,10 +30,12 @@ from adcl.data import records, sources
 SOURCES = ("folder", "idx", "npz", "tfds")
 
 
-def folder_examples(directory: str, split: str) -> tuple[Iterator[records.Example], list, int]:
+def folder_examples(directory: str, split: str, only: Optional[Sequence[str]] = None
+                    ) -> tuple[Iterator[records.Example], list, int]:
   """(examples, class names, count) of an image folder's split (sources.folder_listing's
-  layouts); each example holds its file's bytes, read when the iterator reaches it."""
-  paths, labels, classes = sources.folder_listing(directory, split)
+  layouts, restricted to the classes `only` if given); each example holds its file's bytes,
+  read when the iterator reaches it."""
+  paths, labels, classes = sources.folder_listing(directory, split, only)
 
   def examples():
     for path, label in zip(paths, labels):
@@ -74,12 +77,28 @@ def tfds_examples(name: str, split: str, data_dir: Optional[str]
   return examples(), classes, count, channels
 
 
+def read_class_list(path: str) -> list:
+  """The class names of a file, one per line or separated by spaces ('#' starts a comment)."""
+  try:
+    with open(path) as f:
+      names = [n for line in f for n in line.split("#")[0].split()]
+  except OSError as error:
+    raise OSError(f"--classes: {path}: {error.strerror or error}") from None
+  if not names:
+    raise ValueError(f"--classes: {path} names no class")
+  return names
+
+
 def convert_split(source: str, data_dir: str, split: str, out: str, name: str = "",
-                  records_per_shard: int = records.RECORDS_PER_SHARD) -> dict:
-  """Convert one split; returns its manifest."""
+                  records_per_shard: int = records.RECORDS_PER_SHARD,
+                  only: Optional[Sequence[str]] = None) -> dict:
+  """Convert one split (of an image folder, only the classes `only` if given); returns its
+  manifest."""
+  if only is not None and source != "folder":
+    raise errors.UsageError("--classes selects the class folders of --source=folder")
   shape, channels = None, 3
   if source == "folder":
-    examples, classes, count = folder_examples(data_dir, split)
+    examples, classes, count = folder_examples(data_dir, split, only)
     encoding = "encoded"
   elif source == "tfds":
     examples, classes, count, channels = tfds_examples(name, split, data_dir)
@@ -119,8 +138,10 @@ def main(argv):
     raise errors.UsageError(f"--source={f.source} needs --data_dir")
   if f.source == "tfds" and not f.name:
     raise errors.UsageError("--source=tfds needs --name (a TFDS dataset name)")
+  only = read_class_list(f.classes) if f.classes else None
   for split in filter(None, (s.strip() for s in f.splits.split(","))):
-    manifest = convert_split(f.source, f.data_dir, split, f.out, f.name, f.records_per_shard)
+    manifest = convert_split(f.source, f.data_dir, split, f.out, f.name, f.records_per_shard,
+                             only)
     print(f"{split}: {manifest['records']} images, {len(manifest['shards'])} shards -> "
           f"{records.manifest_path(f.out, split)}")
 
@@ -139,6 +160,8 @@ def define_flags(flag_values=None) -> None:
                       flag_values=fv)
   flags.DEFINE_integer("records_per_shard", records.RECORDS_PER_SHARD,
                        "Images per shard.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("classes", "", "A file of class folder names to keep (--source=folder), "
+                      "e.g. configs/imagenet100_classes.txt for ImageNet-100.", flag_values=fv)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ memory (CIFAR-10 is 150 MB, Fashion-MNIST 47 MB): the fastest path for data that
 import gzip
 import os
 import zlib
+from typing import Optional, Sequence
 
 import ml_collections
 import numpy as np
@@ -143,18 +144,26 @@ def load_folder(directory: str, split: str, size: int = 0) -> tuple[np.ndarray, 
   return _stack(paths, size, os.path.join(directory, split)), np.asarray(labels, np.int32)
 
 
-def folder_listing(directory: str, split: str) -> tuple[list, list, list]:
+def folder_listing(directory: str, split: str,
+                   only: Optional[Sequence[str]] = None) -> tuple[list, list, list]:
   """(image paths, labels, class names) of `split` of an image folder: `directory/train/<class>/
   **/image` (ImageNet's layout; tiny ImageNet's `<class>/images/` too), and for the other splits
   either the same layout or tiny ImageNet's `directory/val/images/*` with
   `val/val_annotations.txt` (file name, tab, class). Classes are the sorted sub-folders of
-  `train`."""
+  `train`, or the sorted classes `only` (a subset such as ImageNet-100), each of which must be
+  one of them."""
   train_dir = os.path.join(directory, "train")
   if not os.path.isdir(train_dir):
     raise FileNotFoundError(f"{directory}: no 'train' folder (config.data.data_dir)")
   classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
   if not classes:
     raise ValueError(f"{train_dir}: no class sub-folders")
+  if only is not None:
+    missing = sorted(set(only) - set(classes))
+    if missing:
+      raise ValueError(f"{train_dir}: no folder for class {missing[0]!r} ({len(missing)} of the "
+                       f"{len(set(only))} classes asked for are missing)")
+    classes = sorted(set(only))
   split_dir = os.path.join(directory, split)
   annotations = os.path.join(split_dir, "val_annotations.txt")
   if os.path.exists(annotations):
@@ -163,6 +172,8 @@ def folder_listing(directory: str, split: str) -> tuple[list, list, list]:
     with open(annotations) as f:
       for line_number, line in enumerate(f, 1):
         fields = line.rstrip("\n").split("\t")
+        if only is not None and len(fields) >= 2 and fields[1] not in index:
+          continue  # A class outside the subset.
         if len(fields) < 2 or fields[1] not in index:
           raise ValueError(f"{annotations}:{line_number}: expected 'file<TAB>class' with a class "
                            f"of {train_dir}, got {line.strip()!r}")
