@@ -79,3 +79,26 @@ def test_gpu_dry_run_and_missing_variables():
   assert missing.returncode == 2 and "set WORKDIR" in missing.stderr
   no_file = launch("gpu.sh", CONFIG="configs/nope.py", WORKDIR="w")
   assert no_file.returncode == 2 and "CONFIG=configs/nope.py: no such file" in no_file.stderr
+
+
+def test_slurm_dry_run_starts_one_process_per_gpu_that_detects_the_cluster():
+  result = launch("slurm_gpu.sh", CONFIG="configs/cifar10_simclr.py", CONFIG_ARG="clae",
+                  WORKDIR="/shared/runs/c10", TFDS_DATA_DIR="/shared/tfds",
+                  EXTRA_FLAGS="--config.seed=2", SLURM_SUBMIT_DIR=REPO)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      f"srun --kill-on-bad-exit=1 {REPO}/.venv/bin/python -m adcl.train "
+      "--config=configs/cifar10_simclr.py:clae --workdir=/shared/runs/c10 --distributed "
+      "--config.data.data_dir=/shared/tfds --config.seed=2"]
+  script = open(os.path.join(REPO, "launch", "slurm_gpu.sh")).read()
+  for directive in ("#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
+                    "#SBATCH --signal=TERM@120", "#SBATCH --requeue"):
+    assert directive in script
+  missing = launch("slurm_gpu.sh", CONFIG="configs/cifar10_simclr.py")
+  assert missing.returncode == 2 and missing.stderr.strip() == (
+      "slurm_gpu.sh: error: set WORKDIR (see the top of launch/slurm_gpu.sh)")
+  outside = subprocess.run(["bash", os.path.join(REPO, "launch", "slurm_gpu.sh")],
+                           capture_output=True, text=True, cwd=REPO, timeout=60,
+                           env={"PATH": os.environ["PATH"], "CONFIG": "configs/cifar10_simclr.py",
+                                "WORKDIR": "w"})
+  assert outside.returncode == 2 and "not inside a SLURM job" in outside.stderr
