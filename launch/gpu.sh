@@ -13,24 +13,13 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
-die() { echo "gpu.sh: error: $*" >&2; exit 2; }
-run() {
-  if [[ "${DRY_RUN:-0}" == 1 ]]; then printf '%q' "$1"; printf ' %q' "${@:2}"; echo; else "$@"; fi
-}
+SCRIPT=gpu.sh
+# shellcheck source=launch/common.sh
+source "$ROOT/launch/common.sh"
 
-for name in CONFIG WORKDIR; do
-  [[ -n "${!name:-}" ]] || die "set $name (see the top of launch/gpu.sh)"
-done
-[[ -f "$ROOT/${CONFIG#"$ROOT"/}" || -f "$CONFIG" ]] || die "CONFIG=$CONFIG: no such file"
-
+train_args
 if [[ "${SETUP:-1}" == 1 ]]; then
   run bash "$ROOT/launch/setup.sh" cuda
-fi
-args=(-m adcl.train "--config=$CONFIG${CONFIG_ARG:+:$CONFIG_ARG}" "--workdir=$WORKDIR")
-[[ -n "${TFDS_DATA_DIR:-}" ]] && args+=("--config.data.data_dir=$TFDS_DATA_DIR")
-if [[ -n "${EXTRA_FLAGS:-}" ]]; then
-  read -r -a extra <<< "$EXTRA_FLAGS"
-  args+=("${extra[@]}")
 fi
 env_prefix=(env)
 [[ -n "${GPUS:-}" ]] && env_prefix+=("CUDA_VISIBLE_DEVICES=$GPUS")
@@ -38,7 +27,7 @@ env_prefix=(env)
 cd "$ROOT"
 while true; do
   status=0
-  run "${env_prefix[@]}" "$ROOT/.venv/bin/python" "${args[@]}" || status=$?
+  run "${env_prefix[@]}" "$ROOT/.venv/bin/python" "${TRAIN_ARGS[@]}" || status=$?
   if [[ "${RESTART_ON_PREEMPTION:-0}" == 1 && ( $status == 143 || $status == 130 ) \
         && "${DRY_RUN:-0}" != 1 ]]; then
     echo "gpu.sh: run stopped (exit $status); resuming" >&2

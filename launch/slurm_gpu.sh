@@ -27,29 +27,18 @@ set -euo pipefail
 # sbatch runs a copy of this script from its spool folder: the checkout is where it was submitted.
 ROOT="${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
 
-die() { echo "slurm_gpu.sh: error: $*" >&2; exit 2; }
-run() {
-  if [[ "${DRY_RUN:-0}" == 1 ]]; then printf '%q' "$1"; printf ' %q' "${@:2}"; echo; else "$@"; fi
-}
+SCRIPT=slurm_gpu.sh
+# shellcheck source=launch/common.sh
+source "$ROOT/launch/common.sh"
 
-for name in CONFIG WORKDIR; do
-  [[ -n "${!name:-}" ]] || die "set $name (see the top of launch/slurm_gpu.sh)"
-done
-[[ -f "$ROOT/${CONFIG#"$ROOT"/}" || -f "$CONFIG" ]] || die "CONFIG=$CONFIG: no such file"
+train_args
+TRAIN_ARGS+=(--distributed)
 [[ "${DRY_RUN:-0}" == 1 || -n "${SLURM_JOB_ID:-}" ]] \
   || die "not inside a SLURM job: submit with sbatch (see the top of launch/slurm_gpu.sh)"
 [[ "${DRY_RUN:-0}" == 1 || -x "$ROOT/.venv/bin/python" ]] \
   || die "$ROOT/.venv: run 'bash launch/setup.sh cuda' there first"
 
-args=(-m adcl.train "--config=$CONFIG${CONFIG_ARG:+:$CONFIG_ARG}" "--workdir=$WORKDIR"
-      --distributed)
-[[ -n "${TFDS_DATA_DIR:-}" ]] && args+=("--config.data.data_dir=$TFDS_DATA_DIR")
-if [[ -n "${EXTRA_FLAGS:-}" ]]; then
-  read -r -a extra <<< "$EXTRA_FLAGS"
-  args+=("${extra[@]}")
-fi
-
 cd "$ROOT"
 # --kill-on-bad-exit: one process failing stops the others instead of leaving them waiting in
 # a collective.
-run srun --kill-on-bad-exit=1 "$ROOT/.venv/bin/python" "${args[@]}"
+run srun --kill-on-bad-exit=1 "$ROOT/.venv/bin/python" "${TRAIN_ARGS[@]}"

@@ -24,11 +24,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
-die() { echo "tpu_vm.sh: error: $*" >&2; exit 2; }
-need() { for name in "$@"; do [[ -n "${!name:-}" ]] || die "set $name (see the top of launch/tpu_vm.sh)"; done; }
-run() {
-  if [[ "${DRY_RUN:-0}" == 1 ]]; then printf '%q' "$1"; printf ' %q' "${@:2}"; echo; else "$@"; fi
-}
+SCRIPT=tpu_vm.sh
+# shellcheck source=launch/common.sh
+source "$ROOT/launch/common.sh"
 
 ACCELERATOR_TYPE="${ACCELERATOR_TYPE:-v4-8}"
 RUNTIME_VERSION="${RUNTIME_VERSION:-tpu-ubuntu2204-base}"

@@ -88,8 +88,8 @@ def test_slurm_dry_run_starts_one_process_per_gpu_that_detects_the_cluster():
   assert result.returncode == 0, result.stderr
   assert result.stdout.splitlines() == [
       f"srun --kill-on-bad-exit=1 {REPO}/.venv/bin/python -m adcl.train "
-      "--config=configs/cifar10_simclr.py:clae --workdir=/shared/runs/c10 --distributed "
-      "--config.data.data_dir=/shared/tfds --config.seed=2"]
+      "--config=configs/cifar10_simclr.py:clae --workdir=/shared/runs/c10 "
+      "--config.data.data_dir=/shared/tfds --config.seed=2 --distributed"]
   script = open(os.path.join(REPO, "launch", "slurm_gpu.sh")).read()
   for directive in ("#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
                     "#SBATCH --signal=TERM@120", "#SBATCH --requeue"):
