@@ -45,6 +45,14 @@ def test_idx_round_trip_is_exact_and_in_source_order(idx_dir, tmp_path):
   for i, (label, name, pixels) in zip(order, split.read(order)):
     assert label == labels[i] and name.endswith(f"train[{i}]")
     np.testing.assert_array_equal(split.decode(name, pixels, i), images[i])
+  # A rewrite that fails half-way (a raw record of the wrong size) leaves no manifest.
+  bad = [records.Example(0, "a", bytes(144)), records.Example(0, "b", bytes(3))]
+  with pytest.raises(ValueError, match="b: 3 bytes of pixels, not 144"):
+    records.write_split(iter(bad), str(tmp_path), "train", "raw", ["0"], (12, 12, 1),
+                        records_per_shard=1)
+  with pytest.raises(FileNotFoundError, match="no manifest"):
+    records.Split(str(tmp_path), "train")
+  manifest = convert.convert_split("idx", idx_dir, "train", str(tmp_path), records_per_shard=10)
   # The same source converted again: the same fingerprint; other data: another.
   again = convert.convert_split("idx", idx_dir, "train", str(tmp_path / "again"))
   assert again["fingerprint"] == manifest["fingerprint"]

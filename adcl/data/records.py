@@ -88,6 +88,10 @@ def write_split(examples: Iterable[Example], directory: str, split: str, encodin
   if channels not in (1, 3):
     raise ValueError(f"images of {channels} channels; adcl reads 1 (grey) or 3 (RGB)")
   os.makedirs(directory, exist_ok=True)
+  # A split written again: its old manifest goes first, so a rewrite cut off half-way leaves
+  # no manifest rather than one naming shards that have changed.
+  if os.path.exists(manifest_path(directory, split)):
+    os.remove(manifest_path(directory, split))
   fingerprint = hashlib.sha256()
   counts, writer, count, raw_size = [], None, 0, int(np.prod(shape)) if shape else 0
   for example in examples:
