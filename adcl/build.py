@@ -120,10 +120,9 @@ def trainer(config: ml_collections.ConfigDict, image_shape: tuple, steps_per_epo
 
 def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> str:
   """Where the training views are drawn: 'host' (tf.data, adcl/data/augment.py) or 'device'
-  (jax, in the compiled step, adcl/data/views.py). data.views_on 'auto' picks by backend:
-  the device on GPU and TPU, where host CPUs cannot keep up with the step; the host on CPU,
-  where tf.data's threads overlap with the step (docs/data.md says why), unless
-  TensorFlow is not installed."""
+  (jax, in the compiled step, adcl/data/views.py). data.views_on 'auto' (the default of
+  configs saved before 'device' was) picks by backend: the device on GPU and TPU, the host on
+  CPU unless TensorFlow is not installed."""
   choice = config.data.views_on
   if choice != "auto":
     return choice
