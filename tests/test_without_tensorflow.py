@@ -55,6 +55,7 @@ def test_what_needs_tensorflow_is_refused_in_one_line_before_the_workdir(
     tmp_path, monkeypatch, idx_dir, key, value, what):
   monkeypatch.setitem(sys.modules, "tensorflow", None)
   config = tiny_config(str(idx_dir))
+  config.data.views_on = "auto"
   assert build.views_on(config, backend="cpu") == "device"  # 'auto' without TensorFlow.
   setattr(config.data, key, value)
   with pytest.raises(errors.MissingDependency, match="^" + what.replace("(", r"\(")
