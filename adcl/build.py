@@ -15,7 +15,6 @@ they use (the loss function and its tau, an `adcl.step.Attack` with eps per chan
 """
 
 import dataclasses
-import functools
 from typing import Callable, Optional
 
 import jax
@@ -122,10 +121,12 @@ def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -
   """Where the training views are drawn: 'host' (tf.data, adcl/data/augment.py) or 'device'
   (jax, in the compiled step, adcl/data/views.py). data.views_on 'auto' (the default of
   configs saved before 'device' was) picks by backend: the device on GPU and TPU, the host on
-  CPU unless TensorFlow is not installed."""
+  CPU unless TensorFlow is not installed or the source is 'records'."""
   choice = config.data.views_on
   if choice != "auto":
     return choice
+  if config.data.source == "records":  # Records are cropped for the device views only.
+    return "device"
   if (backend or jax.default_backend()) != "cpu":
     return "device"
   try:
@@ -136,9 +137,18 @@ def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -
 
 
 def device_views(config: ml_collections.ConfigDict, channels: int) -> Callable:
-  """`views(images, key) -> (view1, view2)` of config.data, for the compiled step."""
+  """`views(batch, key) -> (view1, view2)` of config.data, for the compiled step: from
+  batch['images'] (uint8 [N, H, W, C]: the whole views, adcl.data.views.two_views) or
+  batch['crops'] (uint8 [N, 2, S, S, C] cut on the host from encoded records:
+  adcl.data.views.views_of_crops). Which one is fixed when the step is traced."""
   mean, std = normalize.normalization(config.data, channels)
-  return functools.partial(data_views.two_views, data_config=config.data, mean=mean, std=std)
+
+  def views(batch: dict, key: jax.Array):
+    if "crops" in batch:
+      return data_views.views_of_crops(batch["crops"], key, config.data, mean, std)
+    return data_views.two_views(batch["images"], key, config.data, mean, std)
+
+  return views
 
 
 @dataclasses.dataclass

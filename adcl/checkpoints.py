@@ -44,7 +44,8 @@ class Checkpoints:
     return configs.from_saved(restored.config)
 
   def check_compatible(self, config: ml_collections.ConfigDict) -> None:
-    """Raise ValueError, touching nothing, if the latest checkpoint's model differs. A latest
+    """Raise ValueError, touching nothing, if the latest checkpoint's model or records
+    (data.fingerprint) differ. A latest
     checkpoint whose config does not read back is damaged: moved aside, as in
     restore_latest_intact, and the one before it is checked."""
     while (step := self.latest_step()) is not None:
@@ -55,6 +56,12 @@ class Checkpoints:
         self._set_aside(step, _first_line(error))
     else:
       return
+    if saved.data.fingerprint != config.data.fingerprint:
+      raise ValueError(
+          f"{self.directory} was trained on other data: its records' fingerprint is "
+          f"{saved.data.fingerprint[:12] or 'none (in-memory source)'}, config.data.data_dir "
+          f"{config.data.data_dir!r} has {config.data.fingerprint[:12] or 'none'}. Use a new "
+          "--workdir, or the data it was trained on.")
     differ = configs.incompatible_keys(saved, config)
     if differ:
       raise ValueError(

@@ -28,7 +28,11 @@ NORMALIZATION = {
 # tiny-imagenet-200 folder (not in TFDS), its labelled val split as the test set.
 TINY_IMAGENET_DIR = "data/tiny-imagenet-200"
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "tiny_imagenet": 100_000,
-                "fashion_mnist": 60_000}
+                "fashion_mnist": 60_000, "imagenet100": 126_689, "imagenet2012": 1_281_167}
+# ImageNet as converted records (python -m adcl.data.convert; docs/data.md): where the
+# recipes look by default. ImageNet-100 is the 100 classes of configs/imagenet100_classes.txt.
+IMAGENET_RECORDS = {"imagenet100": "data/imagenet100_records",
+                    "imagenet2012": "data/imagenet_records"}
 
 # View recipes of the official scripts (docs/method.md §4).  jitter = (brightness, contrast,
 # saturation, hue) strengths as in torchvision's ColorJitter.
@@ -44,7 +48,7 @@ VIEW_RECIPES = {
 }
 
 OPTIMIZERS = ("sgd", "adam", "lars")
-SOURCES = ("tfds", "idx", "npz", "folder")
+SOURCES = ("tfds", "idx", "npz", "folder", "records")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -54,7 +58,9 @@ def base() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   # 'tfds' (any TFDS builder by name), 'idx' (MNIST-format files), 'npz' (DIR/SPLIT.npz with
-  # x, y) or 'folder' (DIR/SPLIT/<class>/..., or tiny ImageNet's val/val_annotations.txt).
+  # x, y) or 'folder' (DIR/SPLIT/<class>/..., or tiny ImageNet's val/val_annotations.txt): read
+  # whole into host memory. 'records': ArrayRecord shards written by `python -m
+  # adcl.data.convert` in DIR, read a batch at a time (data larger than memory; docs/data.md).
   c.data.source = "tfds"
   c.data.name = "cifar10"  # TFDS builder name, or a label for a local source.
   c.data.data_dir = ""  # TFDS data_dir, or the local source's folder; '' = TFDS default.
@@ -74,6 +80,12 @@ def base() -> ml_collections.ConfigDict:
   # Device on every platform: over 8 paired seeds of the quickstart it trains as well as the
   # host (docs/study_views/report.md), and it is the only path that keeps up with an accelerator.
   c.data.views_on = "device"
+  # 'records' only: Grain worker processes that read and decode batches ahead of the step
+  # (0: threads of the training process). A host of N cores feeding an accelerator: N - 1.
+  c.data.workers = 0
+  # 'records' only, set by adcl.train from the training split's manifest and saved with every
+  # checkpoint: a run resumes only on the records it was trained on.
+  c.data.fingerprint = ""
 
   c.model = ml_collections.ConfigDict()
   c.model.architecture = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet_small.
@@ -176,6 +188,41 @@ def paper_recipe(dataset: str, method: str, adversarial: bool = True) -> ml_coll
   return c
 
 
+def imagenet_recipe(dataset: str, adversarial: bool = True) -> ml_collections.ConfigDict:
+  """SimCLR (or CLAE on it) at ImageNet scale: ResNet-50 at 224 px, SimCLR's views with blur,
+  tau 0.1, LARS at batch 4096 (lr 0.3 x batch / 256, 10 warm-up epochs, cosine), bfloat16, from
+  converted records (IMAGENET_RECORDS) read a batch at a time. The attack is the paper's
+  (FGSM, eps 0.03 in the 0.5 / 0.5 normalisation of its SimCLR recipe).
+
+  dataset: 'imagenet100' (200 epochs) or 'imagenet2012' (ImageNet-1k, 100 epochs).
+  """
+  if dataset not in IMAGENET_RECORDS:
+    raise ValueError(f"dataset {dataset!r}; choose one of {tuple(IMAGENET_RECORDS)}")
+  c = paper_recipe("cifar10", "simclr", adversarial)  # SimCLR's loss, projector, normalisation.
+  c.data.name = dataset
+  c.data.source = "records"
+  c.data.data_dir = IMAGENET_RECORDS[dataset]
+  c.data.test_split = "val"
+  c.data.image_size = 224
+  c.data.views = ml_collections.ConfigDict(VIEW_RECIPES["simclr_blur"])
+  c.model.architecture = "resnet50"
+  c.model.stem = "imagenet"
+  c.model.projector = (2048, 128)  # SimCLR's ImageNet head.
+  c.loss.temperature = 0.1  # SimCLR's at batch 4096 (the CIFAR recipe's 0.5 is for batch 256).
+  c.model.dtype = "bfloat16"
+  c.optim.name = "lars"
+  c.train.batch_size = 4096
+  c.optim.lr = 0.3 * c.train.batch_size / 256
+  c.optim.weight_decay = 1e-6
+  c.optim.warmup_epochs = 10
+  c.train.num_epochs = 200 if dataset == "imagenet100" else 100
+  c.train.log_every = 100
+  c.train.checkpoint_every = 1000
+  c.eval.every = 0  # kNN at the end only: an evaluation reads both splits.
+  c.eval.batch_size = 1024
+  return c
+
+
 def parse_variant(variant: str) -> bool:
   """'clae' -> True (attack on), 'baseline' -> False; anything else is an error."""
   if variant not in ("clae", "baseline"):
@@ -211,6 +258,7 @@ DOMAINS = {
     "data.val_fraction": ("in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     "data.image_size": _POSITIVE_INT,
     "data.views_on": _one_of("auto", "host", "device"),
+    "data.workers": _NON_NEGATIVE_INT,
     "data.views.jitter_prob": _PROBABILITY,
     "data.views.gray_prob": _PROBABILITY,
     "data.views.blur_prob": _PROBABILITY,
@@ -297,7 +345,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   if config.data.source == "idx" and not os.path.isdir(config.data.data_dir):
     fail("data.data_dir", f"IDX directory {config.data.data_dir!r} does not exist "
          "(Debian: apt-get install dataset-fashion-mnist; or use --config.data.source=tfds)")
-  if config.data.source in ("npz", "folder") and not os.path.isdir(config.data.data_dir):
+  if config.data.source == "records" and config.data.val_fraction:
+    fail("data.val_fraction", "a 'val' split of records is converted as a split of its own; "
+         "set data.test_split to it")
+  if config.data.source == "records" and config.data.views_on == "host":
+    fail("data.views_on", "records are cropped on the host and viewed on the device; use "
+         "'device' (or 'auto')")
+  if config.data.source in ("npz", "folder", "records") and not os.path.isdir(
+      config.data.data_dir):
     fail("data.data_dir", f"{config.data.source} directory {config.data.data_dir!r} does not exist")
   if config.data.source == "tfds" and config.data.data_dir and not (
       config.data.data_dir.startswith("gs://") or os.path.isdir(config.data.data_dir)):

@@ -188,8 +188,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
   loss_fn, temperature: the contrastive loss (adcl.losses) and its tau.
   attack: the adversarial view and its weight; None trains the plain baseline.
   views: None: batch is {'view1', 'view2'}, [N, S, S, C] float32 normalised views drawn on
-    the host. Else `views(images, key) -> (view1, view2)` (adcl.data.views.two_views) draws
-    them here, and batch is {'images'}: the global batch's uint8 [N, H, W, C] images.
+    the host. Else `views(batch, key) -> (view1, view2)` (adcl.build.device_views) draws
+    them here, and batch is {'images'}: the global batch's uint8 [N, H, W, C] images, or
+    {'crops'}: uint8 [N, 2, S, S, C], each image's two crops cut on the host.
     Either way the batch is sharded on `data`.
   metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
   """
@@ -201,7 +202,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
     if views is None:
       x1, x2 = batch["view1"], batch["view2"]
     else:
-      x1, x2 = views(batch["images"], jax.random.fold_in(rng, VIEW_STREAM))
+      x1, x2 = views(batch, jax.random.fold_in(rng, VIEW_STREAM))
     batch_stats, x_adv, gen_loss = state.batch_stats, None, jnp.zeros(())
     if attack is not None:
       x_adv, gen_loss, batch_stats = adversarial_view(

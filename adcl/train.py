@@ -21,13 +21,53 @@ def total_steps(config: ml_collections.ConfigDict, per_epoch: int) -> int:
 
 
 def knn_eval(trainer: build.Trainer, state, eval_data, config) -> float:
-  """kNN top-1 (percent) of the clean encoder on the whole test set (docs/method.md §5)."""
-  (train_x, train_y), (test_x, test_y) = eval_data
+  """kNN top-1 (percent) of the clean encoder on the whole test set (docs/method.md §5).
+
+  eval_data: (train, test), each a function returning an iterator of (uint8 [n, H, W, C]
+  images, [n] labels) chunks that cover its split once: images are normalised and embedded a
+  chunk at a time, so only the features are ever whole."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  embed = lambda x: protocol.embed(trainer.embed_fn(), variables, x, config.eval.batch_size,
-                                   trainer.mesh)
-  return knn.knn_accuracy(embed(train_x), train_y, embed(test_x), test_y,
-                          *protocol.knn_settings(config))
+
+  def features(chunks):
+    parts = [(protocol.embed(trainer.embed_fn(), variables,
+                             normalize.eval_images(images, config.data), config.eval.batch_size,
+                             trainer.mesh), labels) for images, labels in chunks()]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([y for _, y in parts])
+
+  (train_f, train_y), (test_f, test_y) = map(features, eval_data)
+  return knn.knn_accuracy(train_f, train_y, test_f, test_y, *protocol.knn_settings(config))
+
+
+def open_data(config: ml_collections.ConfigDict, process_index: int, process_count: int):
+  """What training needs of config.data, in host memory only where the source is read whole:
+  (training images, channels, eval_data for knn_eval, `batches(views_on, start_step,
+  num_steps)` -> this process's batches of those steps, the records' fingerprint ('' for
+  sources read whole)).
+
+  'records' reads a batch at a time (adcl.data.stream) and evaluates a chunk of
+  4 x eval.batch_size images at a time; the other sources load both splits whole."""
+  data = config.data
+  if data.source == "records":
+    from adcl.data import records, stream
+
+    manifest = records.read_manifest(data.data_dir, data.train_split)
+    records.read_manifest(data.data_dir, data.test_split)  # Both fail now, not at the eval.
+    chunks = lambda split: lambda: stream.eval_chunks(data.data_dir, split, data.image_size,
+                                                      4 * config.eval.batch_size)
+    batches = lambda views_on, start, end: stream.train_batches(config, start, end,
+                                                                process_index, process_count)
+    return (manifest["records"], manifest["channels"],
+            (chunks(data.train_split), chunks(data.test_split)), batches, manifest["fingerprint"])
+  train_images, train_labels = sources.load(data, "train")
+  test_images, test_labels = sources.load(data, "test")
+  whole = lambda images, labels: lambda: iter([(images, labels)])
+
+  def batches(views_on, start, end):
+    source = pipeline.train_images if views_on == "device" else pipeline.train_batches
+    return source(train_images, config, start, end, process_index, process_count)
+
+  return (len(train_images), train_images.shape[-1],
+          (whole(train_images, train_labels), whole(test_images, test_labels)), batches, "")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -42,19 +82,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  # ---- Data and everything the config builds.
+  if build.views_on(config) == "host" or config.data.source == "tfds":
+    pipeline.keep_tensorflow_on_host()
+  num_train, channels, eval_data, batch_source, fingerprint = open_data(
+      config, jax.process_index(), jax.process_count())
+  config = config.copy_and_resolve_references()
+  config.data.fingerprint = fingerprint  # Saved with every checkpoint.
   ckpt = checkpoints.Checkpoints(workdir, config.train.keep_checkpoints)
   resume_step = ckpt.latest_step()
   if resume_step is not None:
     ckpt.check_compatible(config)
-
-  # ---- Data (host memory) and everything the config builds.
-  if build.views_on(config) == "host" or config.data.source == "tfds":
-    pipeline.keep_tensorflow_on_host()
-  train_images, train_labels = sources.load(config.data, "train")
-  test_images, test_labels = sources.load(config.data, "test")
-  per_epoch = pipeline.steps_per_epoch(len(train_images), config.train.batch_size)
+  per_epoch = pipeline.steps_per_epoch(num_train, config.train.batch_size)
   num_steps = total_steps(config, per_epoch)
-  image_shape = (config.data.image_size, config.data.image_size, train_images.shape[-1])
+  image_shape = (config.data.image_size, config.data.image_size, channels)
   trainer = build.trainer(config, image_shape, per_epoch, num_steps)
 
   # ---- State: fresh, or the latest checkpoint.
@@ -65,12 +106,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Resuming from %s at step %d", ckpt.directory, int(state.step))
   start_step = int(state.step)
 
-  eval_data = ((normalize.eval_images(train_images, config.data), train_labels),
-               (normalize.eval_images(test_images, config.data), test_labels))
-  batch_source = (pipeline.train_images if trainer.views_on == "device"
-                  else pipeline.train_batches)
-  batches = batch_source(train_images, config, start_step, num_steps, jax.process_index(),
-                         jax.process_count())
+  batches = batch_source(trainer.views_on, start_step, num_steps)
   monitor = Monitor(workdir, num_steps, config.train.batch_size, start_step,
                     jax.process_index() == 0)
   logging.info("Training %s on %s: %d steps (%d per epoch) from step %d on %d devices, views "

@@ -4,7 +4,8 @@
 #   need NAME...    die unless every named variable is set
 #   run CMD...      run it, or with DRY_RUN=1 print it (shell-quoted) instead
 #   train_args      the array TRAIN_ARGS: -m adcl.train with CONFIG[:CONFIG_ARG], WORKDIR,
-#                   TFDS_DATA_DIR and EXTRA_FLAGS, after checking that CONFIG exists
+#                   DATA_DIR (or its older name TFDS_DATA_DIR) and EXTRA_FLAGS, after
+#                   checking that CONFIG exists
 
 die() { echo "$SCRIPT: error: $*" >&2; exit 2; }
 need() {
@@ -20,7 +21,8 @@ train_args() {
   need CONFIG WORKDIR
   [[ -f "$ROOT/${CONFIG#"$ROOT"/}" || -f "$CONFIG" ]] || die "CONFIG=$CONFIG: no such file"
   TRAIN_ARGS=(-m adcl.train "--config=$CONFIG${CONFIG_ARG:+:$CONFIG_ARG}" "--workdir=$WORKDIR")
-  [[ -n "${TFDS_DATA_DIR:-}" ]] && TRAIN_ARGS+=("--config.data.data_dir=$TFDS_DATA_DIR")
+  local data_dir="${DATA_DIR:-${TFDS_DATA_DIR:-}}"
+  [[ -n "$data_dir" ]] && TRAIN_ARGS+=("--config.data.data_dir=$data_dir")
   if [[ -n "${EXTRA_FLAGS:-}" ]]; then
     local extra
     read -r -a extra <<< "$EXTRA_FLAGS"

@@ -5,7 +5,8 @@
 #   CONFIG=configs/cifar10_simclr.py WORKDIR=workdirs/cifar10_simclr_clae bash launch/gpu.sh
 #
 # Variables: CONFIG, WORKDIR (required); CONFIG_ARG (optional: clae or baseline for the paper
-# configs); TFDS_DATA_DIR (optional: a prepared TFDS directory); GPUS (optional, e.g. 0,1:
+# configs); DATA_DIR (optional: data.data_dir, a prepared TFDS directory
+# or converted records; TFDS_DATA_DIR is its older name); GPUS (optional, e.g. 0,1:
 # the GPUs to use, default all); EXTRA_FLAGS (optional, more --config.key=value);
 # SETUP=0 skips `launch/setup.sh cuda`; DRY_RUN=1 prints the commands instead of running them.
 # On SIGTERM/SIGINT (a preempted VM, Ctrl-C) the run checkpoints the current step and exits

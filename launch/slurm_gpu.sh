@@ -11,7 +11,8 @@
 # (the job uses $SUBMIT_DIR/.venv). WORKDIR must be on a file system every node sees, or gs://.
 #
 # Variables: CONFIG, WORKDIR (required); CONFIG_ARG (optional: clae or baseline for the paper
-# configs); TFDS_DATA_DIR (optional: a prepared TFDS directory); EXTRA_FLAGS (optional, more
+# configs); DATA_DIR (optional: data.data_dir, a prepared TFDS directory
+# or converted records; TFDS_DATA_DIR is its older name); EXTRA_FLAGS (optional, more
 # --config.key=value). DRY_RUN=1 prints the srun command instead of running it.
 # Preemption and the time limit: SLURM sends SIGTERM 120 s before the end (--signal below),
 # every process checkpoints the step and exits 143, and --requeue starts the job again, which

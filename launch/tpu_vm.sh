@@ -18,7 +18,8 @@
 # Variables: PROJECT, ZONE, TPU_NAME (always); ACCELERATOR_TYPE (create, default v4-8),
 # RUNTIME_VERSION (create, default tpu-ubuntu2204-base); CONFIG, WORKDIR (train, copy;
 # WORKDIR must be gs:// so that every host reads and writes the same checkpoints);
-# TFDS_DATA_DIR (train, optional, gs://: a prepared TFDS directory); CONFIG_ARG (optional,
+# DATA_DIR (train, optional: data.data_dir, e.g. a gs:// TFDS directory, or converted records
+# on a disk every host mounts, docs/data.md; TFDS_DATA_DIR is its older name); CONFIG_ARG (optional,
 # e.g. clae or baseline for the paper configs); EXTRA_FLAGS (optional, more --config.key=value).
 # DRY_RUN=1 prints every command instead of running it.
 set -euo pipefail
@@ -56,7 +57,8 @@ train() {
   [[ "$WORKDIR" == gs://* ]] || die "WORKDIR=$WORKDIR must be a gs:// path shared by every TPU host"
   local config_spec="$CONFIG${CONFIG_ARG:+:$CONFIG_ARG}"
   local flags="--config=$config_spec --workdir=$WORKDIR --distributed"
-  [[ -n "${TFDS_DATA_DIR:-}" ]] && flags+=" --config.data.data_dir=$TFDS_DATA_DIR"
+  local data_dir="${DATA_DIR:-${TFDS_DATA_DIR:-}}"
+  [[ -n "$data_dir" ]] && flags+=" --config.data.data_dir=$data_dir"
   flags+="${EXTRA_FLAGS:+ $EXTRA_FLAGS}"
   # nohup + background: the run outlives the ssh session; a rerun resumes from WORKDIR.
   gcloud_tpu ssh "$TPU_NAME" --worker=all \

@@ -102,3 +102,24 @@ def test_slurm_dry_run_starts_one_process_per_gpu_that_detects_the_cluster():
                            env={"PATH": os.environ["PATH"], "CONFIG": "configs/cifar10_simclr.py",
                                 "WORKDIR": "w"})
   assert outside.returncode == 2 and "not inside a SLURM job" in outside.stderr
+
+
+def test_imagenet_recipes_launch_with_their_records_on_slurm_and_a_tpu_slice():
+  """docs/launching.md's ImageNet commands: DATA_DIR points the recipe at converted records."""
+  result = launch("slurm_gpu.sh", CONFIG="configs/imagenet100_simclr.py", CONFIG_ARG="baseline",
+                  WORKDIR="/shared/runs/in100", DATA_DIR="/shared/imagenet100_records",
+                  EXTRA_FLAGS="--config.data.workers=7", SLURM_SUBMIT_DIR=REPO)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      f"srun --kill-on-bad-exit=1 {REPO}/.venv/bin/python -m adcl.train "
+      "--config=configs/imagenet100_simclr.py:baseline --workdir=/shared/runs/in100 "
+      "--config.data.data_dir=/shared/imagenet100_records --config.data.workers=7 "
+      "--distributed"]
+  tpu = dict(TPU, CONFIG="configs/imagenet1k_simclr.py", DATA_DIR="/mnt/disks/imagenet_records",
+             EXTRA_FLAGS="--config.data.workers=15")
+  del tpu["TFDS_DATA_DIR"]
+  result = launch("tpu_vm.sh", "train", **tpu)
+  assert result.returncode == 0, result.stderr
+  assert ("--config=configs/imagenet1k_simclr.py:clae\\ --workdir=gs://bucket/runs/c10\\ "
+          "--distributed\\ --config.data.data_dir=/mnt/disks/imagenet_records\\ "
+          "--config.data.workers=15") in result.stdout

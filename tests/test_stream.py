@@ -132,3 +132,86 @@ def test_a_corrupt_jpeg_stops_the_step_that_reads_it_naming_the_record(tmp_path)
   with pytest.raises(ValueError, match=r"record 6 of .*/train \(train/dog/00002.jpg\): not a "
                      "readable image"):
     batches(0)
+
+
+@pytest.fixture(scope="module")
+def raw_records(tmp_path_factory):
+  """The tiny IDX set (64 train, 40 test images of 12 px) converted to raw shards."""
+  from conftest import write_idx_dataset
+
+  root = tmp_path_factory.mktemp("records_train")
+  idx = write_idx_dataset(str(root / "idx"))
+  for split in ("train", "test"):
+    convert.convert_split("idx", idx, split, str(root / "ar"), records_per_shard=16)
+  return str(root / "ar")
+
+
+def records_config(directory):
+  from conftest import tiny_config
+
+  config = tiny_config(directory)
+  config.data.source, config.data.views_on = "records", "device"
+  return config
+
+
+def test_training_on_records_resumes_exactly_and_refuses_other_records(raw_records, tmp_path):
+  """data.source 'records' end to end: a run stopped at step 3 and resumed ends with the
+  parameters of one that ran straight to 6; the checkpoint keeps the records' fingerprint, and
+  a resume on other records refuses in one line, the checkpoint untouched."""
+  import jax
+
+  from adcl import checkpoints, train
+  from conftest import write_idx_dataset
+
+  config = records_config(raw_records)
+  config.train.num_steps, config.train.checkpoint_every, config.eval.every = 6, 3, 6
+  straight = train.run(config, str(tmp_path / "straight"))
+  assert 0 <= straight["knn_top1"] <= 100
+  stopped = config.copy_and_resolve_references()
+  stopped.train.num_steps = 3
+  train.run(stopped, str(tmp_path / "resumed"))
+  train.run(config, str(tmp_path / "resumed"))
+  finals = [checkpoints.Checkpoints(str(tmp_path / name)).restore_raw()
+            for name in ("straight", "resumed")]
+  assert int(finals[0]["step"]) == int(finals[1]["step"]) == 6
+  for a, b in zip(jax.tree.leaves(finals[0]["params"]), jax.tree.leaves(finals[1]["params"])):
+    np.testing.assert_array_equal(a, b)
+  saved = checkpoints.Checkpoints(str(tmp_path / "straight")).saved_config()
+  assert saved.data.fingerprint == records.read_manifest(raw_records, "train")["fingerprint"]
+
+  other = str(tmp_path / "other")
+  idx = write_idx_dataset(str(tmp_path / "idx_other"), seed=1)
+  for split in ("train", "test"):
+    convert.convert_split("idx", idx, split, other)
+  moved = records_config(other)
+  moved.train.num_steps = 9
+  with pytest.raises(ValueError, match=r"was trained on other data: its records' fingerprint "
+                     r"is [0-9a-f]{12}, config.data.data_dir '.*other' has [0-9a-f]{12}"):
+    train.run(moved, str(tmp_path / "straight"))
+  assert checkpoints.Checkpoints(str(tmp_path / "straight")).latest_step() == 6
+
+
+def test_training_on_encoded_records_feeds_the_step_host_crops(tmp_path):
+  """JPEG/PNG records: the host cuts two crops per image at the training size and the step
+  finishes the views; evaluation decodes each record's centre crop."""
+  from adcl import train
+
+  write_image_folder(tmp_path / "src", 8)
+  convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"))
+  config = records_config(str(tmp_path / "ar"))
+  config.data.test_split = "train"
+  config.data.image_size, config.data.mean, config.data.std = 16, (0.5,) * 3, (0.25,) * 3
+  config.train.num_steps, config.eval.every = 2, 2
+  metrics = train.run(config, str(tmp_path / "run"))
+  assert np.isfinite(metrics["loss"]) and 0 <= metrics["knn_top1"] <= 100
+
+
+def test_evaluation_reads_every_record_once_in_order(tmp_path):
+  write_image_folder(tmp_path / "src", 7)
+  convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"))
+  chunks = list(stream.eval_chunks(str(tmp_path / "ar"), "train", 20, chunk=4))
+  assert [len(labels) for _, labels in chunks] == [4, 4, 4, 2]
+  labels = np.concatenate([labels for _, labels in chunks])
+  split = records.Split(str(tmp_path / "ar"), "train")
+  np.testing.assert_array_equal(labels, [label for label, _, _ in split])
+  assert chunks[0][0].shape == (4, 20, 20, 3) and chunks[0][0].dtype == np.uint8

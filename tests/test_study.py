@@ -445,3 +445,26 @@ def test_damaged_run_records_are_set_aside_and_the_grid_goes_on(tmp_path, idx_di
   assert "eval.json is damaged (not JSON: " in log[0] and log[0].endswith("evaluating it again")
   assert not runner.is_finished(run) and runner.read_record(run)["trained"]
   assert any(n.startswith("eval.json.damaged-") for n in os.listdir(run.workdir))
+
+
+def test_imagenet_spec_plans_from_one_accelerators_step_time(tmp_path):
+  """The ImageNet recipes (ResNet-50, 224 px, LARS 4096, bf16, records) and --plan's hours
+  from the committed one-H200 record at batch 256, scaled to 16 such devices."""
+  spec = spec_lib.load_config_file(os.path.join(REPO, "configs", "studies", "imagenet.py"))
+  runs = spec_lib.plan(spec, str(tmp_path))
+  by_name = {r.setting: r.config for r in runs}
+  assert sorted(by_name) == ["imagenet100_baseline", "imagenet100_clae", "imagenet1k_baseline",
+                             "imagenet1k_clae"]
+  c = by_name["imagenet1k_clae"]
+  assert (c.data.source, c.data.image_size, c.model.architecture, c.optim.name,
+          c.train.batch_size, c.model.dtype, c.data.views.blur_prob) == (
+              "records", 224, "resnet50", "lars", 4096, "bfloat16", 0.5)
+  assert c.adv.enabled and not by_name["imagenet1k_baseline"].adv.enabled
+  records = cost.read_step_times(os.path.join(REPO, "benchmarks", "records",
+                                              "h200_resnet50_224.jsonl"))
+  speed, copies = cost.measured_speed(records, c)
+  assert copies == 16 and speed == pytest.approx(16 * records[0]["clae_images_per_s"])
+  table = report_lib.plan_table(runs, records)
+  row = next(l for l in table.splitlines() if l.startswith("| imagenet1k_clae "))
+  hours = 100 * (1_281_167 // 4096) * 4096 / speed / 3600
+  assert row.endswith(f"| {speed} (x16) | {hours:.1f} |")

@@ -26,6 +26,7 @@ from adcl.data.draws import CROP_TRIES
 
 ASPECT = (3 / 4, 4 / 3)
 DRAFT_REDUCTIONS = (8, 4, 2)  # The scales libjpeg decodes at directly.
+CENTER_FRACTION = 224 / 256  # The evaluation crop's share of the shorter side (ImageNet's).
 
 
 def crop_box(rng: np.random.Generator, height: int, width: int, scale: Sequence[float],
@@ -66,12 +67,32 @@ def decode_crops(data: bytes, rng: np.random.Generator, views: int, size: int,
   """uint8 [views, size, size, channels]: `views` RandomResizedCrops of the encoded image `data`,
   from one decode (at a reduced scale when `draft` and the boxes allow). Raises PIL's errors for
   data that does not decode."""
+  boxes = lambda height, width: [crop_box(rng, height, width, scale) for _ in range(views)]
+  return _decode_and_cut(data, boxes, size, channels, draft)
+
+
+def decode_center(data: bytes, size: int, channels: int = 3,
+                  fraction: float = CENTER_FRACTION, draft: bool = True) -> np.ndarray:
+  """uint8 [size, size, channels]: the evaluation image of an encoded image, its centre square
+  of `fraction` of the shorter side resized to `size` (ImageNet's resize to 256, centre crop
+  224, when fraction is 224 / 256)."""
+
+  def box(height, width):
+    side = max(1, int(round(min(height, width) * fraction)))
+    return [((height - side) // 2, (width - side) // 2, side, side)]
+
+  return _decode_and_cut(data, box, size, channels, draft)[0]
+
+
+def _decode_and_cut(data: bytes, boxes_of, size: int, channels: int, draft: bool) -> np.ndarray:
+  """uint8 [len(boxes), size, size, channels]: the boxes `boxes_of(height, width)` returns
+  ((top, left, h, w) in the full image's pixels) cut from one decode of `data` and resized."""
   from PIL import Image
 
   mode = "L" if channels == 1 else "RGB"
   with Image.open(io.BytesIO(data)) as image:
     width, height = image.size
-    boxes = [crop_box(rng, height, width, scale) for _ in range(views)]
+    boxes = boxes_of(height, width)
     reduction = draft_reduction(boxes, size) if draft and image.format == "JPEG" else 1
     if reduction > 1:
       image.draft(mode, (-(-width // reduction), -(-height // reduction)))

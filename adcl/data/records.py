@@ -232,6 +232,17 @@ class Split:
     with self._naming(name, index):
       return decode_crop.decode_crops(pixels, rng, views, size, scale, self.manifest["channels"])
 
+  def eval_image(self, name: str, pixels: bytes, index: int, size: int) -> np.ndarray:
+    """uint8 [H, W, C] un-augmented image of one record for evaluation: raw pixels as they
+    are (normalize.eval_images resizes them), encoded ones decoded to their centre crop at
+    `size` (decode_crop.decode_center); errors as `decode`'s."""
+    if self.encoding == "raw":
+      return self.decode(name, pixels, index)
+    from adcl.data import decode_crop
+
+    with self._naming(name, index):
+      return decode_crop.decode_center(pixels, size, self.manifest["channels"])
+
   @contextlib.contextmanager
   def _naming(self, name: str, index: int):
     from PIL import UnidentifiedImageError

@@ -113,3 +113,31 @@ def step_batches(batches: StepBatches, start_step: int, num_steps: int, workers:
       flags.FLAGS.mark_as_parsed()   # program (a notebook, a test) their defaults stand.
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(stream)
+
+
+def train_batches(config, start_step: int, num_steps: int, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict]:
+  """data.source 'records': this process's part of the batches of steps [start_step,
+  num_steps) for the device views, as adcl.data.pipeline.train_images is for in-memory data:
+  {'images'} uint8 [B / P, H, W, C] of raw records or {'crops'} uint8 [B / P, 2, S, S, C] of
+  encoded ones, made ahead of the step by data.workers Grain workers."""
+  data = config.data
+  batches = StepBatches(data.data_dir, data.train_split, config.seed, config.train.batch_size,
+                        process_index, process_count,
+                        crop=(data.image_size, tuple(data.views.crop_scale)))
+  for batch in step_batches(batches, start_step, num_steps, workers=data.workers):
+    yield {key: batch[key] for key in ("images", "crops") if key in batch}
+
+
+def eval_chunks(directory: str, split: str, size: int,
+                chunk: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Every record of `split` once, in order, `chunk` at a time: (uint8 [n, H, W, C] images
+  for evaluation (records.Split.eval_image), int32 [n] labels), n <= chunk. Memory is one
+  chunk's, whatever the split's size."""
+  source = records.Split(directory, split)
+  for start in range(0, len(source), chunk):
+    indices = range(start, min(start + chunk, len(source)))
+    read = source.read(indices)
+    images = np.stack([source.eval_image(name, pixels, i, size)
+                       for i, (_, name, pixels) in zip(indices, read)])
+    yield images, np.array([label for label, _, _ in read], np.int32)

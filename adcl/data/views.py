@@ -158,12 +158,14 @@ def draw_view(key: jax.Array, views: ml_collections.ConfigDict, channels: int) -
 
 
 def apply_view(image: jax.Array, draws: ViewDraws, views: ml_collections.ConfigDict,
-               size: int) -> jax.Array:
+               size: int, cropped: bool = False) -> jax.Array:
   """One view in [0, 1] from its draws: image uint8 [H, W, C] -> float32 [size, size, C]. Ops
-  the recipe turns off are left out of the program."""
+  the recipe turns off are left out of the program. cropped: the image is already this view's
+  crop at [size, size] (cut on the host, adcl/data/decode_crop.py); draws.box is unused."""
   channels = image.shape[-1]
   x = image.astype(jnp.float32) / 255.0
-  x = resized_crop(x, draws.box, size)
+  if not cropped:
+    x = resized_crop(x, draws.box, size)
   if views.flip:
     x = jnp.where(draws.flip, x[:, ::-1], x)
   if active_jitter_ops(views.jitter, channels) and views.jitter_prob > 0:
@@ -198,3 +200,23 @@ def two_views(images: jax.Array, key: jax.Array, data_config: ml_collections.Con
     return tuple((one_view(image, k, views, size) - mean) / std for k in (k1, k2))
 
   return jax.vmap(pair)(images, jnp.arange(images.shape[0]))
+
+
+def views_of_crops(crops: jax.Array, key: jax.Array, data_config: ml_collections.ConfigDict,
+                   mean, std):
+  """The rest of the two views of each image whose crops were cut on the host: flip, jitter,
+  grayscale, blur and normalisation, with the keys `two_views` gives the same row.
+
+  crops: uint8 [N, 2, S, S, C], row i the global batch's image i, its two crops at S.
+  Returns (view1, view2), each float32 [N, S, S, C].
+  """
+  size, views = data_config.image_size, data_config.views
+  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+  channels = crops.shape[-1]
+
+  def pair(image_crops, index):
+    keys = jax.random.split(jax.random.fold_in(key, index))
+    return tuple((apply_view(image_crops[v], draw_view(keys[v], views, channels), views, size,
+                             cropped=True) - mean) / std for v in range(2))
+
+  return jax.vmap(pair)(crops, jnp.arange(crops.shape[0]))

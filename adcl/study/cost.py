@@ -44,16 +44,34 @@ def model_key(config: ml_collections.ConfigDict) -> tuple:
           config.train.batch_size, config.model.dtype, variant)
 
 
+def measured_speed(records: Sequence[dict], config: ml_collections.ConfigDict,
+                   ) -> Optional[tuple[float, int]]:
+  """(source images/s, copies) of `config`'s step from the step_time records that timed its
+  model, input and attack: the first at its batch (copies 1), else the first at a batch b
+  that divides its batch B, standing for B / b copies of that setup in data parallel (copies
+  B / b, its rate times B / b: an upper bound, which leaves out the gradient all-reduce). None
+  where no record did."""
+  architecture, width, size, batch, dtype, variant = model_key(config)
+  model, scaled = [architecture, width, size, dtype], None
+  for record in records:
+    rate = record.get(f"{variant}_images_per_s")
+    if not rate or [record.get(k) for k in ("architecture", "width", "image_size",
+                                            "dtype")] != model:
+      continue
+    if record.get("batch") == batch:
+      return rate, 1
+    if scaled is None and record.get("batch") and batch % record["batch"] == 0:
+      copies = batch // record["batch"]
+      scaled = rate * copies, copies
+  return scaled
+
+
 def measured_images_per_s(records: Sequence[dict], config: ml_collections.ConfigDict,
                           ) -> Optional[float]:
-  """Source images/s of `config`'s step in the first step_time record that timed its model,
-  input, batch and attack; None where no record did."""
-  *model, variant = model_key(config)
-  for record in records:
-    if [record.get(k) for k in ("architecture", "width", "image_size", "batch",
-                                "dtype")] == model and record.get(f"{variant}_images_per_s"):
-      return record[f"{variant}_images_per_s"]
-  return None
+  """Source images/s of `config`'s step (measured_speed's rate); None where no record timed
+  its model."""
+  speed = measured_speed(records, config)
+  return speed[0] if speed else None
 
 
 def step_time_ratios(spec, planned: Sequence[spec_lib.PlannedRun],
@@ -124,7 +142,7 @@ def time_left(left: Sequence[spec_lib.PlannedRun], finished_here: Sequence[spec_
 
 
 PLAN_HEADER = ("run", "data", "model (arch, width, px, batch, dtype, step)", "epochs",
-               "images (M)", "images/s", "hours")
+               "images (M)", "images/s (x copies of the timed batch)", "hours")
 
 
 def plan_rows(planned: Sequence[spec_lib.PlannedRun], step_times: Sequence[dict],
@@ -137,7 +155,8 @@ def plan_rows(planned: Sequence[spec_lib.PlannedRun], step_times: Sequence[dict]
   rows, total, left, unmeasured = [], 0.0, 0.0, 0
   for run in planned:
     c, images = run.config, run_images(run.config)
-    speed, hours = measured_images_per_s(step_times, c), step_hours(run, step_times)
+    measured, hours = measured_speed(step_times, c), step_hours(run, step_times)
+    speed = measured and (f"{measured[0]}" + (f" (x{measured[1]})" if measured[1] > 1 else ""))
     done = (run.setting, run.seed) in done_keys
     total += hours or 0.0
     left += 0.0 if done else (hours or 0.0)
