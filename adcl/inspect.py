@@ -53,10 +53,11 @@ class Run:
 
   def load_split(self, split: str = "test", limit: Optional[int] = None):
     """Images (uint8 [N, H, W, C]) and labels ([N]) of `split` from the config's data source;
-    the first `limit` of them if given."""
-    from adcl.data import sources
-    images, labels = sources.load(self.config.data, split)
-    return (images, labels) if limit is None else (images[:limit], labels[:limit])
+    the first `limit` of them if given (records: read only those)."""
+    data = protocol.load_split(self.config, split)
+    if limit is not None:
+      return protocol.split_head(data, limit)
+    return data if isinstance(data, tuple) else data.head(len(data))
 
   def normalize(self, images: np.ndarray) -> np.ndarray:
     """uint8 pixels [N, H, W, C] (or [N, H, W]) -> the encoder's float32 input [N, S, S, C]."""

@@ -10,7 +10,7 @@ from absl import flags, logging
 import jax
 
 from adcl import build, checkpoints, cli, configs, distributed, errors
-from adcl.data import normalize, pipeline, sources
+from adcl.data import pipeline
 from adcl.evaluation import knn, protocol
 from adcl.lock import WorkdirLock
 from adcl.monitor import Monitor
@@ -22,19 +22,11 @@ def total_steps(config: ml_collections.ConfigDict, per_epoch: int) -> int:
 
 def knn_eval(trainer: build.Trainer, state, eval_data, config) -> float:
   """kNN top-1 (percent) of the clean encoder on the whole test set (docs/method.md §5).
-
-  eval_data: (train, test), each a function returning an iterator of (uint8 [n, H, W, C]
-  images, [n] labels) chunks that cover its split once: images are normalised and embedded a
-  chunk at a time, so only the features are ever whole."""
+  eval_data: (train, test) splits as adcl.evaluation.protocol.load_split gives them."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-
-  def features(chunks):
-    parts = [(protocol.embed(trainer.embed_fn(), variables,
-                             normalize.eval_images(images, config.data), config.eval.batch_size,
-                             trainer.mesh), labels) for images, labels in chunks()]
-    return np.concatenate([f for f, _ in parts]), np.concatenate([y for _, y in parts])
-
-  (train_f, train_y), (test_f, test_y) = map(features, eval_data)
+  (train_f, train_y), (test_f, test_y) = (
+      protocol.split_features(trainer.embed_fn(), variables, split, config, trainer.mesh)
+      for split in eval_data)
   return knn.knn_accuracy(train_f, train_y, test_f, test_y, *protocol.knn_settings(config))
 
 
@@ -44,30 +36,23 @@ def open_data(config: ml_collections.ConfigDict, process_index: int, process_cou
   num_steps)` -> this process's batches of those steps, the records' fingerprint ('' for
   sources read whole)).
 
-  'records' reads a batch at a time (adcl.data.stream) and evaluates a chunk of
-  4 x eval.batch_size images at a time; the other sources load both splits whole."""
-  data = config.data
-  if data.source == "records":
-    from adcl.data import records, stream
+  'records' reads a batch at a time (adcl.data.stream) and evaluates a chunk at a time
+  (protocol.load_split); the other sources load both splits whole."""
+  eval_data = tuple(protocol.load_split(config, split) for split in ("train", "test"))
+  if config.data.source == "records":
+    from adcl.data import stream
 
-    manifest = records.read_manifest(data.data_dir, data.train_split)
-    records.read_manifest(data.data_dir, data.test_split)  # Both fail now, not at the eval.
-    chunks = lambda split: lambda: stream.eval_chunks(data.data_dir, split, data.image_size,
-                                                      4 * config.eval.batch_size)
+    train = eval_data[0]
     batches = lambda views_on, start, end: stream.train_batches(config, start, end,
                                                                 process_index, process_count)
-    return (manifest["records"], manifest["channels"],
-            (chunks(data.train_split), chunks(data.test_split)), batches, manifest["fingerprint"])
-  train_images, train_labels = sources.load(data, "train")
-  test_images, test_labels = sources.load(data, "test")
-  whole = lambda images, labels: lambda: iter([(images, labels)])
+    return len(train), train.channels, eval_data, batches, train.fingerprint
+  train_images = eval_data[0][0]
 
   def batches(views_on, start, end):
     source = pipeline.train_images if views_on == "device" else pipeline.train_batches
     return source(train_images, config, start, end, process_index, process_count)
 
-  return (len(train_images), train_images.shape[-1],
-          (whole(train_images, train_labels), whole(test_images, test_labels)), batches, "")
+  return len(train_images), train_images.shape[-1], eval_data, batches, ""
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -12,8 +12,11 @@ then times on one core, alternating rounds so that machine noise hits all alike:
   tf_decode_crop   tf.image.decode_and_crop_jpeg once per crop, then resized to 224 px
                    (TensorFlow's way: decodes only the crop's rows and columns, twice)
 Printed: images/s per core of each (an image is one source image, two crops), each over
-full_decode (the goal is >= 0.8: two crops for at most 1.25 full decodes), and the cores that
---target_images_per_s would take. Last line: one JSON object.
+full_decode (the goal is >= 0.8: two crops for at most 1.25 full decodes), and the cores it
+takes to feed the target: by default one H200 running the ResNet-50 224 px CLAE step at 40%
+of its measured bfloat16 peak, from that step's FLOPs (benchmarks/records/
+h200_resnet50_224.jsonl: 87.3 GFLOP an image, peak 787 TFLOP/s: 3,603 images/s). Last line:
+one JSON object.
 """
 
 import argparse
@@ -75,15 +78,31 @@ def tf_decode_crop(data, rng, size, scale):
   return np.stack(crops)
 
 
+def target_images_per_s(step_record: str, peak_fraction: float) -> float:
+  """Source images/s of the CLAE step of `step_record` run at `peak_fraction` of the peak it
+  measured: peak x fraction / GFLOP per image."""
+  with open(step_record) as f:
+    record = json.loads(f.readline())
+  gflop_per_image = record["clae_gflop_per_step"] / record["batch"]
+  return peak_fraction * record["peak_gflop_per_s"] / gflop_per_image
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--images", type=int, default=200)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--size", type=int, default=224)
-  parser.add_argument("--target_images_per_s", type=float, default=9000.0,
-                      help="images/s the step consumes (default: the issue's estimate for one "
-                      "H200 on the ResNet-50 224 px CLAE step at 40%% of peak)")
+  parser.add_argument("--target_images_per_s", type=float, default=0.0,
+                      help="images/s the step consumes (default: from --step_record)")
+  parser.add_argument("--step_record", default=os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "records", "h200_resnet50_224.jsonl"),
+                      help="a benchmarks/step_time.py record (its GFLOP per step from "
+                      "--count-only, its measured peak): the target is the CLAE step at "
+                      "--peak_fraction of that peak")
+  parser.add_argument("--peak_fraction", type=float, default=0.4)
   args = parser.parse_args()
+  if not args.target_images_per_s:
+    args.target_images_per_s = target_images_per_s(args.step_record, args.peak_fraction)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf
 

@@ -7,7 +7,9 @@ with the views drawn on the host (tf.data) and on the device (in the step).
 Host views: the real pipeline (adcl.data.pipeline.train_batches: epoch order, two augmented
 views, normalisation; tf.data on every core) over random uint8 images of the setting's shape.
 Device views: the host's part (pipeline.train_images: epoch order and a uint8 gather, one
-thread), and the views alone on the device (adcl.data.views.two_views, jitted). The steps are
+thread), the same read from raw-pixel records on disk (adcl.data.stream.StepBatches, one
+thread: what data.source='records' does for converted IDX / NPZ), and the views alone on the
+device (adcl.data.views.two_views, jitted). Encoded (JPEG) records: benchmarks/decode_crop.py. The steps are
 the compiled CLAE step fed ready views and fed uint8 images (it then draws the views). A
 pipeline keeps up when its images/s >= its step's. Per core: images/s divided by the cores the
 host part uses (all of them for tf.data, one for the gather). Last line: one JSON object.
@@ -54,6 +56,26 @@ def pipeline_images_per_s(source, images, config, steps):
   for _ in range(steps):
     next(batches)
   return steps * config.train.batch_size / (time.perf_counter() - start)
+
+
+def raw_records_images_per_s(images, config, steps):
+  """Images/s, on one thread, of the records path's host part for raw pixels
+  (adcl.data.stream.StepBatches: seeded indices, one ArrayRecord read per batch, decode and
+  stack) over `images` written as raw records to a temporary folder."""
+  import tempfile
+
+  from adcl.data import records, stream
+
+  with tempfile.TemporaryDirectory() as directory:
+    records.write_split((records.Example(0, "", image.tobytes()) for image in images),
+                        directory, "train", "raw", classes=["all"], shape=images.shape[1:])
+    batches = stream.StepBatches(directory, "train", config.seed, config.train.batch_size)
+    for step in range(3):  # Warm-up: opening the shards.
+      batches(step)
+    start = time.perf_counter()
+    for step in range(3, steps + 3):
+      batches(step)
+    return steps * config.train.batch_size / (time.perf_counter() - start)
 
 
 def device_views_images_per_s(images, config, steps):
@@ -108,10 +130,14 @@ def main():
   except errors.MissingDependency as error:  # No TensorFlow: the device path only.
     print(f"host views skipped: {error}", file=sys.stderr)
   gather = pipeline_images_per_s(pipeline.train_images, images, config, args.pipeline_steps)
+  from_records = raw_records_images_per_s(images, config, args.pipeline_steps)
   drawn = device_views_images_per_s(images, config, args.pipeline_steps)
   result.update(uint8_gather_images_per_s_per_core=round(gather, 1),
+                raw_records_images_per_s_per_core=round(from_records, 1),
+                raw_records_over_gather=round(from_records / gather, 3),
                 device_views_images_per_s=round(drawn, 1))
-  print(f"uint8 gather: {gather:.0f} images/s; views on the device: {drawn:.0f} images/s",
+  print(f"uint8 gather: {gather:.0f} images/s; raw records: {from_records:.0f} images/s "
+        f"({from_records / gather:.2f}x); views on the device: {drawn:.0f} images/s",
         file=sys.stderr)
   for where in ("host", "device"):
     rate = step_images_per_s(config, image_shape, args.step_steps, where)

@@ -215,3 +215,60 @@ def test_evaluation_reads_every_record_once_in_order(tmp_path):
   split = records.Split(str(tmp_path / "ar"), "train")
   np.testing.assert_array_equal(labels, [label for label, _, _ in split])
   assert chunks[0][0].shape == (4, 20, 20, 3) and chunks[0][0].dtype == np.uint8
+
+
+def test_a_corrupt_jpeg_stops_training_naming_its_record_and_keeps_the_checkpoints(tmp_path):
+  """A record that does not decode stops the run at the batch that reads it, in one line
+  naming the record and its source file; the checkpoints before it stay."""
+  from adcl import checkpoints, train
+
+  write_image_folder(tmp_path / "src", 8)
+  bad = tmp_path / "src" / "train" / "dog" / "00006.jpg"  # Record 14: step 2 reads it.
+  bad.write_bytes(bad.read_bytes()[:300])
+  convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"))
+  config = records_config(str(tmp_path / "ar"))
+  config.data.test_split = "train"
+  config.data.image_size, config.data.mean, config.data.std = 16, (0.5,) * 3, (0.25,) * 3
+  config.train.batch_size, config.train.num_steps, config.train.checkpoint_every = 8, 4, 1
+  with pytest.raises(ValueError, match=r"record 14 of .*/train \(train/dog/00006.jpg\): not a "
+                     "readable image"):
+    train.run(config, str(tmp_path / "run"))
+  assert 14 in stream.record_indices(config.seed, 1, 8, 16, range(8))  # Step 2's batch.
+  assert checkpoints.Checkpoints(str(tmp_path / "run")).latest_step() == 1
+
+
+def test_evaluation_of_records_a_chunk_at_a_time_equals_evaluation_in_memory(raw_records):
+  """Every metric of adcl.evaluate (kNN, probe, pixel baselines, attacks) on records read in
+  chunks of 16 equals the same on the images loaded whole (the records hold the IDX images in
+  order)."""
+  import jax
+
+  from adcl import build
+  from adcl.data import sources
+  from adcl.evaluation import protocol
+
+  config = records_config(raw_records)
+  trainer = build.trainer(config, (8, 8, 1), 4, 4)
+  state = trainer.init_state()
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  streamed = {split: stream.EvalSplit(raw_records, split, 8, chunk=16)
+              for split in ("train", "test")}
+  idx = raw_records.replace("/ar", "/idx")  # What raw_records was converted from.
+  whole = {split: sources.load_idx(idx, split) for split in ("train", "test")}
+  np.testing.assert_array_equal(streamed["train"].head(64)[0], whole["train"][0])
+  results = [protocol.evaluate(trainer.model, variables, config, data, robust_examples=24,
+                               mesh=trainer.mesh) for data in (streamed, whole)]
+  assert results[0].keys() == results[1].keys() and "pixels_knn_top1" in results[0]
+  for key in results[0]:
+    np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, err_msg=key)
+
+
+def test_a_pixel_baseline_over_its_budget_is_skipped_saying_why(raw_records, monkeypatch):
+  from adcl.evaluation import pixels
+
+  data = {split: stream.EvalSplit(raw_records, split, 8) for split in ("train", "test")}
+  config = records_config(raw_records)
+  assert pixels.too_large(data, config.data) is None  # 104 images of 64 floats.
+  monkeypatch.setattr(pixels, "PIXEL_BUDGET_BYTES", 1000)
+  assert pixels.baseline(data, config.data, 10, 0.5) == {
+      "pixels_skipped": "the pixel features would take 2.48e-05 GB (budget 9.31e-07 GB)"}

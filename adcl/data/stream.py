@@ -129,15 +129,37 @@ def train_batches(config, start_step: int, num_steps: int, process_index: int = 
     yield {key: batch[key] for key in ("images", "crops") if key in batch}
 
 
-def eval_chunks(directory: str, split: str, size: int,
-                chunk: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """Every record of `split` once, in order, `chunk` at a time: (uint8 [n, H, W, C] images
-  for evaluation (records.Split.eval_image), int32 [n] labels), n <= chunk. Memory is one
-  chunk's, whatever the split's size."""
+def eval_chunks(directory: str, split: str, size: int, chunk: int = 1024,
+                limit: Optional[int] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """The first `limit` records (default: all) of `split` once, in order, `chunk` at a time:
+  (uint8 [n, H, W, C] images for evaluation (records.Split.eval_image), int32 [n] labels),
+  n <= chunk. Memory is one chunk's, whatever the split's size."""
   source = records.Split(directory, split)
-  for start in range(0, len(source), chunk):
-    indices = range(start, min(start + chunk, len(source)))
+  end = len(source) if limit is None else min(limit, len(source))
+  for start in range(0, end, chunk):
+    indices = range(start, min(start + chunk, end))
     read = source.read(indices)
     images = np.stack([source.eval_image(name, pixels, i, size)
                        for i, (_, name, pixels) in zip(indices, read)])
     yield images, np.array([label for label, _, _ in read], np.int32)
+
+
+class EvalSplit:
+  """A split of records as evaluation reads it: `chunks()` covers it once, in order, a chunk
+  at a time; `head(n)` is its first n images whole; `fingerprint` identifies its records."""
+
+  def __init__(self, directory: str, split: str, size: int, chunk: int = 1024):
+    self.directory, self.split, self.size, self.chunk = directory, split, size, chunk
+    manifest = records.read_manifest(directory, split)  # Fails now, not mid-evaluation.
+    self.fingerprint, self.records = manifest["fingerprint"], manifest["records"]
+    self.channels = manifest["channels"]
+
+  def __len__(self) -> int:
+    return self.records
+
+  def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    return eval_chunks(self.directory, self.split, self.size, self.chunk)
+
+  def head(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = list(eval_chunks(self.directory, self.split, self.size, self.chunk, limit=count))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

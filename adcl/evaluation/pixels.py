@@ -25,6 +25,9 @@ from adcl.evaluation import knn, linear
 
 # Bump when the protocol below changes, so old cache entries are not read.
 PROTOCOL_VERSION = 1
+# The most float32 pixel features (both splits) computed for a split of records; above it the
+# baseline is skipped, saying so in the result (ImageNet-1k at 224 px would take 770 GB).
+PIXEL_BUDGET_BYTES = 8 * 2**30
 
 
 def pixel_features(images: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
@@ -47,6 +50,9 @@ def cache_key(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma:
               "std": [float(v) for v in data_config.std], "k": int(k), "sigma": float(sigma)}
   digest.update(json.dumps(settings, sort_keys=True).encode())
   for split in ("train", "test"):
+    if not isinstance(data[split], tuple):  # Records: their fingerprint names their bytes.
+      digest.update(f"{split}records{data[split].fingerprint}".encode())
+      continue
     for array in data[split]:
       array = np.ascontiguousarray(array)
       digest.update(f"{split}{array.shape}{array.dtype}".encode())
@@ -54,12 +60,36 @@ def cache_key(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma:
   return digest.hexdigest()[:24]
 
 
+def split_pixel_features(split, data_config: ml_collections.ConfigDict):
+  """(pixel_features [N, S*S*C], labels [N]) of a split (protocol.load_split's), a chunk at
+  a time."""
+  from adcl.evaluation import protocol
+
+  parts = [(pixel_features(images, data_config), labels)
+           for images, labels in protocol.split_chunks(split)]
+  return np.concatenate([f for f, _ in parts]), np.concatenate([l for _, l in parts])
+
+
+def too_large(data: dict, data_config: ml_collections.ConfigDict) -> Optional[str]:
+  """Why the pixel features of a records `data` exceed PIXEL_BUDGET_BYTES, or None."""
+  splits = [data[s] for s in ("train", "test")]
+  if all(isinstance(split, tuple) for split in splits):
+    return None  # In memory already: its features are 4x what is loaded.
+  channels = next(s.channels for s in splits if not isinstance(s, tuple))
+  size = sum(len(s[1]) if isinstance(s, tuple) else len(s) for s in splits) * 4 * (
+      data_config.image_size ** 2 * channels)
+  if size <= PIXEL_BUDGET_BYTES:
+    return None
+  return (f"the pixel features would take {size / 2**30:.3g} GB "
+          f"(budget {PIXEL_BUDGET_BYTES / 2**30:.3g} GB)")
+
+
 def compute(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: float) -> dict:
-  """{'pixels_knn_top1', 'pixels_linear_top1'} (percent) on `data` = {'train': (images, labels),
-  'test': (images, labels)}, uint8 [N, H, W, C] and [N]. No cache."""
-  (train_images, train_labels), (test_images, test_labels) = data["train"], data["test"]
-  train_x = pixel_features(train_images, data_config)
-  test_x = pixel_features(test_images, data_config)
+  """{'pixels_knn_top1', 'pixels_linear_top1'} (percent) on `data` = {'train': split, 'test':
+  split} (protocol.load_split's: (uint8 images [N, H, W, C], labels [N]) or records). No
+  cache."""
+  (train_x, train_labels), (test_x, test_labels) = (
+      split_pixel_features(data[split], data_config) for split in ("train", "test"))
   probe = linear.linear_probe(train_x, train_labels, test_x, test_labels)
   return {"pixels_knn_top1": knn.knn_accuracy(train_x, train_labels, test_x, test_labels, k,
                                               sigma),
@@ -70,7 +100,12 @@ def compute(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: f
 def baseline(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: float,
              directory: Optional[str] = None) -> dict:
   """`compute`, read from the cache when this (data, settings) pair was computed before; a
-  new result is written to the cache (atomically: concurrent runs write the same file)."""
+  new result is written to the cache (atomically: concurrent runs write the same file).
+  Records too large for it (too_large) give {'pixels_skipped': why} instead."""
+  reason = too_large(data, data_config)
+  if reason:
+    logging.getLogger("absl").warning("raw-pixel baseline skipped: %s", reason)
+    return {"pixels_skipped": reason}
   path = paths.resolve(directory or cache_dir()) / "pixel_baselines" / (
       cache_key(data, data_config, k, sigma) + ".json")
   try:

@@ -6,7 +6,7 @@ probe, the same two on the raw input pixels (adcl.evaluation.pixels) with the en
 over them, and the accuracy of encoder + probe under FGSM and PGD-20.
 """
 
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import jax
 import ml_collections
@@ -27,6 +27,44 @@ def embed(embed_fn: Callable, variables: dict, x: np.ndarray, batch_size: int,
   params, batch_stats = variables["params"], variables["batch_stats"]
   return batched_apply(lambda batch: embed_fn(params, batch_stats, batch), [x], batch_size,
                        NamedSharding(mesh, P("data")))
+
+
+def load_split(config: ml_collections.ConfigDict, split: str):
+  """`split` ('train' or 'test') of config.data as evaluation reads it: (uint8 images
+  [N, H, W, C], labels [N]) whole for the in-memory sources, an adcl.data.stream.EvalSplit
+  (read 4 x eval.batch_size images at a time) for data.source 'records'."""
+  data = config.data
+  if data.source != "records":
+    from adcl.data import sources
+    return sources.load(data, split)
+  from adcl.data import stream
+  return stream.EvalSplit(data.data_dir, data.train_split if split == "train" else
+                          data.test_split, data.image_size, 4 * config.eval.batch_size)
+
+
+def split_chunks(split) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(uint8 images, labels) chunks that cover `split` (load_split's) once, in order."""
+  if isinstance(split, tuple):
+    yield split
+  else:
+    yield from split.chunks()
+
+
+def split_head(split, count: int) -> tuple[np.ndarray, np.ndarray]:
+  """The first `count` (uint8 images, labels) of `split` (load_split's)."""
+  if isinstance(split, tuple):
+    return split[0][:count], split[1][:count]
+  return split.head(count)
+
+
+def split_features(embed_fn: Callable, variables: dict, split, config: ml_collections.ConfigDict,
+                   mesh: Mesh):
+  """(features, labels [N]) of every image of `split` (load_split's), embedded a chunk at a
+  time: `embed_fn`'s pytree of [N, D] arrays, so only the features are ever whole."""
+  parts = [(embed(embed_fn, variables, normalize.eval_images(images, config.data),
+                  config.eval.batch_size, mesh), labels) for images, labels in split_chunks(split)]
+  features = jax.tree.map(lambda *chunks: np.concatenate(chunks), *[f for f, _ in parts])
+  return features, np.concatenate([labels for _, labels in parts])
 
 
 def knn_settings(config: ml_collections.ConfigDict) -> tuple[int, float]:
@@ -50,7 +88,8 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
   Args:
     model: the ContrastiveModel; variables: its {'params', 'batch_stats'}.
     config: the run's config (data normalisation and size, kNN settings, training eps).
-    data: {'train': (images, labels), 'test': (images, labels)}, uint8 [N, H, W, C] and [N].
+    data: {'train': split, 'test': split}, each (uint8 images [N, H, W, C], labels [N]) or
+      a split of records read a chunk at a time (load_split).
     robust_examples: test images attacked (FGSM and PGD-20 at the training eps and at each of
       `robust_eps_pixels`); 0 skips the attacks.
     mesh: devices the embedding runs on (default: all).
@@ -61,14 +100,12 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
     robust_*}.
   """
   mesh = step_lib.data_mesh() if mesh is None else mesh
-  (train_images, train_labels), (test_images, test_labels) = data["train"], data["test"]
-  train_x = normalize.eval_images(train_images, config.data)
-  test_x = normalize.eval_images(test_images, config.data)
-  result = {"test_images": int(len(test_labels))}
   # One forward pass per image gives both kinds of features.
   embed_both = step_lib.make_embed_fn(model, "both", mesh)
-  (train_h, train_z), (test_h, test_z) = (
-      embed(embed_both, variables, x, config.eval.batch_size, mesh) for x in (train_x, test_x))
+  ((train_h, train_z), train_labels), ((test_h, test_z), test_labels) = (
+      split_features(embed_both, variables, data[split], config, mesh)
+      for split in ("train", "test"))
+  result = {"test_images": int(len(test_labels))}
   k, sigma = knn_settings(config)
   for kind, (train_f, test_f) in {"backbone": (train_h, test_h),
                                   "embedding": (train_z, test_z)}.items():
@@ -80,9 +117,12 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
     for key, pixel_key in (("knn_top1_backbone", "pixels_knn_top1"),
                            ("knn_top1_embedding", "pixels_knn_top1"),
                            ("linear_top1", "pixels_linear_top1")):
-      result[f"{key}_minus_pixels"] = result[key] - result[pixel_key]
+      if pixel_key in result:  # Not where the baseline was too large to compute.
+        result[f"{key}_minus_pixels"] = result[key] - result[pixel_key]
   if robust_examples <= 0:  # Robustness skipped (a study that only compares accuracy).
     return result
+  test_images, test_labels = split_head(data["test"], robust_examples)
+  test_x = normalize.eval_images(test_images, config.data)
   result.update(_robustness(model, variables, config, (train_h, train_labels),
                             (test_x, test_labels), result, robust_examples, robust_eps_pixels))
   return result
