@@ -5,7 +5,8 @@
       cli.run(main, "adcl.NAME")
 
 `run` does, before jax starts a backend: adcl's XLA:CPU defaults (adcl/xla_cpu.py; importing
-adcl changes nothing, the command does it) and TensorFlow's C++ log level. Then it parses the
+adcl changes nothing, the command does it), glibc's mmap threshold held fixed
+(fix_mmap_threshold) and TensorFlow's C++ log level. Then it parses the
 flags (a bad `--config.KEY` override or a config file that fails to load: one line), filters
 the console log (adcl's own INFO lines, other libraries' warnings only) and turns every
 expected failure into one line on stderr and an exit code:
@@ -85,11 +86,32 @@ def parse_flags(program: str, argv: list[str]) -> list[str]:
     fail(program, f"error: bad config override: {message}", 2)
 
 
+# glibc's M_MMAP_THRESHOLD: allocations at least this large get their own mapping.
+MMAP_THRESHOLD = 128 * 1024
+
+
+def fix_mmap_threshold() -> None:
+  """Keep glibc's mmap threshold fixed at MMAP_THRESHOLD (its initial value), so that every
+  large array is its own mapping, returned to the system when freed. By default glibc raises
+  the threshold after the first large free, after which the evaluation's per-chunk arrays come
+  from the heap, fragment it around the small arrays that outlive them, and resident memory
+  grows with the images evaluated (docs/data.md has the measurement). Nothing on other C
+  libraries."""
+  import ctypes
+
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+  except OSError:
+    return
+  libc.mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD in glibc's malloc.h.
+
+
 def run(main: Callable[[list[str]], None], program: str) -> None:
   """absl's app.run(main) with the shared start-up, log filter and error path (module doc)."""
   from absl import app, logging
 
   xla_cpu.apply_defaults()  # Before any jax computation: XLA reads XLA_FLAGS once.
+  fix_mmap_threshold()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sys.unraisablehook = _unraisable_quietly
 

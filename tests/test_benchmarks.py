@@ -83,3 +83,19 @@ def test_memory_of_training_on_records_does_not_grow_with_the_dataset(tmp_path):
   assert record["images"] == [150, 1500]
   assert record["peak_rss_mb_150"] > 100  # The sampler saw the training process.
   assert abs(record["difference_mb"]) < 40, record
+
+
+def test_input_pipeline_times_raw_records():
+  """benchmarks/input_pipeline.py's records part runs: the images written as raw records to a
+  temporary folder and read back by StepBatches (whose bytes tests/test_stream.py checks)."""
+  import os
+
+  import numpy as np
+
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import input_pipeline
+
+  config, shape = input_pipeline.setting_config("quickstart")
+  config.train.batch_size = 16
+  images = np.random.default_rng(0).integers(0, 256, (64, *shape), dtype=np.uint8)
+  assert input_pipeline.raw_records_images_per_s(images, config, 2) > 0

@@ -20,13 +20,15 @@ def knn_numpy(train, train_labels, test, k, sigma, classes):
   return np.array(predictions)
 
 
-def test_knn_matches_numpy():
+@pytest.mark.parametrize("train_chunk", [8192, 64])  # One block; 5 (the last padded).
+def test_knn_matches_numpy(train_chunk):
   rng = np.random.default_rng(0)
   train, test = rng.normal(size=(300, 6)), rng.normal(size=(77, 6))
   train_labels = rng.integers(0, 5, 300)
   test_labels = rng.integers(0, 5, 77)
   expected = knn_numpy(train, train_labels, test, 20, 0.1, 5)
-  got = knn.knn_accuracy(train, train_labels, test, test_labels, k=20, sigma=0.1, chunk=32)
+  got = knn.knn_accuracy(train, train_labels, test, test_labels, k=20, sigma=0.1, chunk=32,
+                         train_chunk=train_chunk)
   assert got == pytest.approx(100.0 * np.mean(expected == test_labels), abs=1e-9)
 
 
@@ -39,14 +41,16 @@ def test_knn_separable_clusters_are_perfect():
                                k=10, sigma=0.1) == 100.0
 
 
-def test_knn_with_k_larger_than_a_class_and_label_ties():
+@pytest.mark.parametrize("train_chunk", [8192, 13])  # Blocks smaller than k.
+def test_knn_with_k_larger_than_a_class_and_label_ties(train_chunk):
   rng = np.random.default_rng(2)
   train = rng.normal(size=(60, 4))
   train_labels = np.repeat([0, 1, 2], 20)  # k = 30 > 20 per class.
   test = rng.normal(size=(25, 4))
   test_labels = rng.integers(0, 3, 25)
   expected = knn_numpy(train, train_labels, test, 30, 0.5, 3)
-  got = knn.knn_accuracy(train, train_labels, test, test_labels, k=30, sigma=0.5, chunk=7)
+  got = knn.knn_accuracy(train, train_labels, test, test_labels, k=30, sigma=0.5, chunk=7,
+                         train_chunk=train_chunk)
   assert got == pytest.approx(100.0 * np.mean(expected == test_labels), abs=1e-9)
 
 

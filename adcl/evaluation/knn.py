@@ -6,16 +6,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcl.evaluation.batched import batched_apply
+from adcl.evaluation.batched import batched_apply, pad_rows
 
 
-@partial(jax.jit, static_argnames=("k", "num_classes"))
-def _knn_votes(test, train, train_labels, k: int, sigma: float, num_classes: int):
-  """Predicted class per test row: the k most similar train rows vote exp(sim / sigma)."""
-  sims = test @ train.T  # [T, N_train]
-  top_sims, top_index = jax.lax.top_k(sims, k)
+@partial(jax.jit, static_argnames=("k",))
+def _merge_top_k(test, block, block_labels, best_sims, best_labels, k: int):
+  """The k most similar rows so far, updated with one block of training rows.
+
+  test [T, D], block [C, D] (unit rows; padding rows have label -1 and never enter the top k),
+  block_labels [C], best_sims / best_labels [T, k] -> the same, over the block as well.
+  """
+  sims = jnp.where(block_labels[None] >= 0, test @ block.T, -jnp.inf)  # [T, C]
+  candidates = jnp.concatenate([best_sims, sims], axis=1)
+  labels = jnp.concatenate([best_labels, jnp.broadcast_to(block_labels, sims.shape)], axis=1)
+  top_sims, top_index = jax.lax.top_k(candidates, k)
+  return top_sims, jnp.take_along_axis(labels, top_index, axis=1)
+
+
+@partial(jax.jit, static_argnames=("num_classes",))
+def _vote(top_sims, top_labels, sigma: float, num_classes: int):
+  """Predicted class per test row: its k neighbours vote exp(sim / sigma)."""
   weights = jnp.exp(top_sims / sigma)
-  votes = jax.nn.one_hot(train_labels[top_index], num_classes) * weights[..., None]
+  votes = jax.nn.one_hot(top_labels, num_classes) * weights[..., None]
   return jnp.argmax(votes.sum(axis=1), axis=-1)
 
 
@@ -27,19 +39,34 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
 
 def knn_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
                  test_features: np.ndarray, test_labels: np.ndarray, k: int = 200,
-                 sigma: float = 0.1, chunk: int = 1000) -> float:
+                 sigma: float = 0.1, chunk: int = 1000, train_chunk: int = 8192) -> float:
   """Weighted kNN top-1 accuracy (percent) over the whole test set.
 
   Args:
     train_features: [N, D]; test_features: [T, D] (L2-normalised here, so cosine similarity).
     train_labels: [N] int; test_labels: [T] int.
     k: neighbours; sigma: temperature of the vote weights (the training temperature).
-    chunk: test rows per device call (bounds the [chunk, N] similarity matrix).
+    chunk, train_chunk: test rows per device call and training rows per block: the
+      similarities in flight are [chunk, train_chunk + k] whatever N is (the training
+      features themselves go to the device once, float32, in blocks).
   """
-  train = jnp.asarray(unit_rows(train_features))
-  labels = jnp.asarray(train_labels, jnp.int32)
   num_classes = int(max(train_labels.max(), test_labels.max())) + 1
   k = min(k, len(train_labels))
-  predicted = batched_apply(lambda rows: _knn_votes(rows, train, labels, k, sigma, num_classes),
-                            [unit_rows(test_features)], chunk)
+  train, labels = unit_rows(train_features), np.asarray(train_labels, np.int32)
+  train_chunk = min(train_chunk, len(labels))
+  blocks = [(jnp.asarray(pad_rows(train[i:i + train_chunk], train_chunk)),
+             jnp.asarray(np.pad(labels[i:i + train_chunk],
+                                (0, train_chunk - len(labels[i:i + train_chunk])),
+                                constant_values=-1)))
+            for i in range(0, len(labels), train_chunk)]
+
+  def predict(rows):
+    best_sims = jnp.full((rows.shape[0], k), -jnp.inf)
+    best_labels = jnp.zeros((rows.shape[0], k), jnp.int32)
+    for block, block_labels in blocks:
+      best_sims, best_labels = _merge_top_k(rows, block, block_labels, best_sims, best_labels,
+                                            k)
+    return _vote(best_sims, best_labels, sigma, num_classes)
+
+  predicted = batched_apply(predict, [unit_rows(test_features)], chunk)
   return 100.0 * float(np.sum(predicted == np.asarray(test_labels))) / len(test_labels)
