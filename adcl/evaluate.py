@@ -13,7 +13,7 @@ from typing import Optional
 from absl import flags
 
 from adcl import build, cli, errors, inspect, paths
-from adcl.evaluation import protocol
+from adcl.evaluation import protocol, splits
 
 
 def evaluate_workdir(workdir: str, step: Optional[int] = None, robust_examples: int = 1000,
@@ -21,7 +21,7 @@ def evaluate_workdir(workdir: str, step: Optional[int] = None, robust_examples: 
   """Evaluate checkpoint `step` (default: the latest) of `workdir` and write eval.json (and,
   with `figures`, the figures). Returns (the metrics, the paths written)."""
   restored = build.restore(workdir, step)
-  data = {split: protocol.load_split(restored.config, split) for split in ("train", "test")}
+  data = {split: splits.load_split(restored.config, split) for split in ("train", "test")}
   result = {"step": restored.step, **protocol.evaluate(
       restored.model, restored.variables, restored.config, data, robust_examples)}
   written = [paths.write_atomic(paths.resolve(workdir) / "eval.json",
@@ -29,7 +29,7 @@ def evaluate_workdir(workdir: str, step: Optional[int] = None, robust_examples: 
   if figures:
     run = inspect.Run(restored.workdir, restored.step, restored.config, restored.model,
                       restored.variables)
-    images, labels = protocol.split_head(data["test"], figure_examples)
+    images, labels = splits.split_head(data["test"], figure_examples)
     written += run.write_figures(images, labels, pixel_knn=result.get("pixels_knn_top1"))
   return result, [str(w) for w in written]
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from adcl import build, errors, figures, losses, paths, step as step_lib
 from adcl.data import normalize
-from adcl.evaluation import knn as knn_lib, protocol
+from adcl.evaluation import knn as knn_lib, protocol, splits
 
 
 @dataclasses.dataclass
@@ -54,9 +54,9 @@ class Run:
   def load_split(self, split: str = "test", limit: Optional[int] = None):
     """Images (uint8 [N, H, W, C]) and labels ([N]) of `split` from the config's data source;
     the first `limit` of them if given (records: read only those)."""
-    data = protocol.load_split(self.config, split)
+    data = splits.load_split(self.config, split)
     if limit is not None:
-      return protocol.split_head(data, limit)
+      return splits.split_head(data, limit)
     return data if isinstance(data, tuple) else data.head(len(data))
 
   def normalize(self, images: np.ndarray) -> np.ndarray:

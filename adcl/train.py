@@ -11,7 +11,7 @@ import jax
 
 from adcl import build, checkpoints, cli, configs, distributed, errors
 from adcl.data import pipeline
-from adcl.evaluation import knn, protocol
+from adcl.evaluation import knn, protocol, splits
 from adcl.lock import WorkdirLock
 from adcl.monitor import Monitor
 
@@ -22,7 +22,7 @@ def total_steps(config: ml_collections.ConfigDict, per_epoch: int) -> int:
 
 def knn_eval(trainer: build.Trainer, state, eval_data, config) -> float:
   """kNN top-1 (percent) of the clean encoder on the whole test set (docs/method.md §5).
-  eval_data: (train, test) splits as adcl.evaluation.protocol.load_split gives them."""
+  eval_data: (train, test) splits as adcl.evaluation.splits.load_split gives them."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   (train_f, train_y), (test_f, test_y) = (
       protocol.split_features(trainer.embed_fn(), variables, split, config, trainer.mesh)
@@ -37,8 +37,8 @@ def open_data(config: ml_collections.ConfigDict, process_index: int, process_cou
   sources read whole)).
 
   'records' reads a batch at a time (adcl.data.stream) and evaluates a chunk at a time
-  (protocol.load_split); the other sources load both splits whole."""
-  eval_data = tuple(protocol.load_split(config, split) for split in ("train", "test"))
+  (splits.load_split); the other sources load both splits whole."""
+  eval_data = tuple(splits.load_split(config, split) for split in ("train", "test"))
   if config.data.source == "records":
     from adcl.data import stream
 

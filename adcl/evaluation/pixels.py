@@ -21,7 +21,7 @@ import numpy as np
 
 from adcl import errors, paths
 from adcl.data import normalize
-from adcl.evaluation import knn, linear
+from adcl.evaluation import knn, linear, splits
 
 # Bump when the protocol below changes, so old cache entries are not read.
 PROTOCOL_VERSION = 1
@@ -61,12 +61,10 @@ def cache_key(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma:
 
 
 def split_pixel_features(split, data_config: ml_collections.ConfigDict):
-  """(pixel_features [N, S*S*C], labels [N]) of a split (protocol.load_split's), a chunk at
+  """(pixel_features [N, S*S*C], labels [N]) of a split (splits.load_split's), a chunk at
   a time."""
-  from adcl.evaluation import protocol
-
   parts = [(pixel_features(images, data_config), labels)
-           for images, labels in protocol.split_chunks(split)]
+           for images, labels in splits.split_chunks(split)]
   return np.concatenate([f for f, _ in parts]), np.concatenate([l for _, l in parts])
 
 
@@ -86,7 +84,7 @@ def too_large(data: dict, data_config: ml_collections.ConfigDict) -> Optional[st
 
 def compute(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: float) -> dict:
   """{'pixels_knn_top1', 'pixels_linear_top1'} (percent) on `data` = {'train': split, 'test':
-  split} (protocol.load_split's: (uint8 images [N, H, W, C], labels [N]) or records). No
+  split} (splits.load_split's: (uint8 images [N, H, W, C], labels [N]) or records). No
   cache."""
   (train_x, train_labels), (test_x, test_labels) = (
       split_pixel_features(data[split], data_config) for split in ("train", "test"))

@@ -6,7 +6,7 @@ probe, the same two on the raw input pixels (adcl.evaluation.pixels) with the en
 over them, and the accuracy of encoder + probe under FGSM and PGD-20.
 """
 
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import jax
 import ml_collections
@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from adcl import step as step_lib
 from adcl.data import normalize
-from adcl.evaluation import knn, linear, pixels, robust
+from adcl.evaluation import knn, linear, pixels, robust, splits
 from adcl.evaluation.batched import batched_apply
 
 
@@ -29,40 +29,13 @@ def embed(embed_fn: Callable, variables: dict, x: np.ndarray, batch_size: int,
                        NamedSharding(mesh, P("data")))
 
 
-def load_split(config: ml_collections.ConfigDict, split: str):
-  """`split` ('train' or 'test') of config.data as evaluation reads it: (uint8 images
-  [N, H, W, C], labels [N]) whole for the in-memory sources, an adcl.data.stream.EvalSplit
-  (read 4 x eval.batch_size images at a time) for data.source 'records'."""
-  data = config.data
-  if data.source != "records":
-    from adcl.data import sources
-    return sources.load(data, split)
-  from adcl.data import stream
-  return stream.EvalSplit(data.data_dir, data.train_split if split == "train" else
-                          data.test_split, data.image_size, 4 * config.eval.batch_size)
-
-
-def split_chunks(split) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """(uint8 images, labels) chunks that cover `split` (load_split's) once, in order."""
-  if isinstance(split, tuple):
-    yield split
-  else:
-    yield from split.chunks()
-
-
-def split_head(split, count: int) -> tuple[np.ndarray, np.ndarray]:
-  """The first `count` (uint8 images, labels) of `split` (load_split's)."""
-  if isinstance(split, tuple):
-    return split[0][:count], split[1][:count]
-  return split.head(count)
-
-
 def split_features(embed_fn: Callable, variables: dict, split, config: ml_collections.ConfigDict,
                    mesh: Mesh):
-  """(features, labels [N]) of every image of `split` (load_split's), embedded a chunk at a
-  time: `embed_fn`'s pytree of [N, D] arrays, so only the features are ever whole."""
+  """(features, labels [N]) of every image of `split` (splits.load_split's), embedded a chunk
+  at a time: `embed_fn`'s pytree of [N, D] arrays, so only the features are ever whole."""
   parts = [(embed(embed_fn, variables, normalize.eval_images(images, config.data),
-                  config.eval.batch_size, mesh), labels) for images, labels in split_chunks(split)]
+                  config.eval.batch_size, mesh), labels)
+           for images, labels in splits.split_chunks(split)]
   features = jax.tree.map(lambda *chunks: np.concatenate(chunks), *[f for f, _ in parts])
   return features, np.concatenate([labels for _, labels in parts])
 
@@ -89,7 +62,7 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
     model: the ContrastiveModel; variables: its {'params', 'batch_stats'}.
     config: the run's config (data normalisation and size, kNN settings, training eps).
     data: {'train': split, 'test': split}, each (uint8 images [N, H, W, C], labels [N]) or
-      a split of records read a chunk at a time (load_split).
+      a split of records read a chunk at a time (splits.load_split).
     robust_examples: test images attacked (FGSM and PGD-20 at the training eps and at each of
       `robust_eps_pixels`); 0 skips the attacks.
     mesh: devices the embedding runs on (default: all).
@@ -121,7 +94,7 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
         result[f"{key}_minus_pixels"] = result[key] - result[pixel_key]
   if robust_examples <= 0:  # Robustness skipped (a study that only compares accuracy).
     return result
-  test_images, test_labels = split_head(data["test"], robust_examples)
+  test_images, test_labels = splits.split_head(data["test"], robust_examples)
   test_x = normalize.eval_images(test_images, config.data)
   result.update(_robustness(model, variables, config, (train_h, train_labels),
                             (test_x, test_labels), result, robust_examples, robust_eps_pixels))
