@@ -48,6 +48,7 @@ def test_the_readme_is_short():
 def _shown_commands(page: str) -> list:
   """The command lines of a page's ```bash blocks, comments dropped."""
   blocks = re.findall(r"```bash\n(.*?)```", open(os.path.join(REPO, page)).read(), re.S)
+  blocks = [block.replace("\\\n", " ") for block in blocks]  # One command over several lines.
   return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
           if line.strip() and not line.startswith("#")]
 
