@@ -24,10 +24,12 @@ def knn_eval(trainer: build.Trainer, state, eval_data, config) -> float:
   """kNN top-1 (percent) of the clean encoder on the whole test set (docs/method.md §5).
   eval_data: (train, test) splits as adcl.evaluation.splits.load_split gives them."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  (train_f, train_y), (test_f, test_y) = (
-      protocol.split_features(trainer.embed_fn(), variables, split, config, trainer.mesh)
-      for split in eval_data)
-  return knn.knn_accuracy(train_f, train_y, test_f, test_y, *protocol.knn_settings(config))
+  with protocol.feature_store(eval_data) as store:
+    (train_f, train_y), (test_f, test_y) = (
+        protocol.split_features(trainer.embed_fn(), variables, split, config, trainer.mesh,
+                                store)
+        for split in eval_data)
+    return knn.knn_accuracy(train_f, train_y, test_f, test_y, *protocol.knn_settings(config))
 
 
 def open_data(config: ml_collections.ConfigDict, process_index: int, process_count: int):

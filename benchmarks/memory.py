@@ -11,9 +11,9 @@ training split and a fixed test split). A sampler reads the resident memory (VmR
 training process and all its descendants, Grain's workers included, every 50 ms; the peak of
 that sum is the figure. Last line: one JSON object with both peaks and their difference (MB).
 
-What still grows with N: the kNN's features (eval.features, 8 floats per image here: 0.6 MB
-at 20,000 images) and what ArrayRecord keeps per open shard (about 0.4 MB in each process that
-reads it); the images never. --dir reuses the images of an earlier run.
+What still grows with N: the labels (the features of records go to a temporary folder and
+are read back a block at a time) and what ArrayRecord keeps per open shard (about 0.4 MB in
+each process that reads it); the images never. --dir reuses the images of an earlier run.
 """
 
 import argparse

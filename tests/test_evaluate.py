@@ -105,3 +105,46 @@ def test_batched_apply_sees_one_shape_and_returns_every_row_once():
   assert shapes == {(8, 2)}  # The last batch of 7 was padded to 8.
   np.testing.assert_array_equal(out["double"], 2 * x)
   np.testing.assert_array_equal(out["index"], np.arange(23))
+
+
+def stored(tmp_path, name, array):
+  """`array` as features stored on disk: a read-only memory map of a .npy file."""
+  np.save(tmp_path / f"{name}.npy", np.asarray(array, np.float32))
+  return np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+
+
+def test_knn_on_features_stored_on_disk_equals_in_memory(tmp_path):
+  rng = np.random.default_rng(5)
+  train, test = rng.normal(size=(300, 6)), rng.normal(size=(77, 6))
+  train_labels, test_labels = rng.integers(0, 5, 300), rng.integers(0, 5, 77)
+  expected = knn.knn_accuracy(train, train_labels, test, test_labels, k=20, sigma=0.1)
+  assert knn.knn_accuracy(stored(tmp_path, "train", train), train_labels,
+                          stored(tmp_path, "test", test), test_labels, k=20, sigma=0.1,
+                          train_chunk=64) == expected
+
+
+def test_linear_probe_read_in_chunks_equals_the_whole_batch_probe(tmp_path):
+  """Features read 37 rows at a time from disk (the last chunk padded) give the full-batch
+  probe's curves: the same selection, and accuracies within one test image."""
+  rng = np.random.default_rng(6)
+  labels = rng.integers(0, 4, 500)
+  features = rng.normal(size=(500, 8)) + 1.5 * np.eye(4, 8)[labels] + 3.0  # Off-centre.
+  whole = linear.linear_probe(features[:400], labels[:400], features[400:], labels[400:],
+                              epochs=40)
+  chunked = linear.linear_probe(stored(tmp_path, "train", features[:400]), labels[:400],
+                                stored(tmp_path, "test", features[400:]), labels[400:],
+                                epochs=40, chunk_rows=37)
+  assert 40 < whole["linear_top1"] < 100  # Neither trivial nor perfect: the curves move.
+  for key in ("linear_weight_decay", "linear_epochs"):
+    assert chunked[key] == whole[key]
+  for key in ("linear_top1", "linear_val_top1", "linear_official_best_test_epoch_top1"):
+    assert chunked[key] == pytest.approx(whole[key], abs=1.01), key  # 1 of 100 test rows.
+
+  mean, std = linear.feature_stats(features)
+  whole_params, _ = linear.fit_linear_probe((features - mean) / std, labels, 4, 1e-3, 25)
+  params, chunk_mean, chunk_std = linear.fit_probe(stored(tmp_path, "all", features), labels, 4,
+                                                   1e-3, 25, chunk_rows=64)
+  np.testing.assert_allclose(chunk_mean, mean, rtol=1e-5)
+  np.testing.assert_allclose(chunk_std, std, rtol=1e-5)
+  for name in ("w", "b"):
+    np.testing.assert_allclose(params[name], whole_params[name], rtol=1e-4, atol=1e-5)

@@ -237,15 +237,17 @@ def test_a_corrupt_jpeg_stops_training_naming_its_record_and_keeps_the_checkpoin
   assert checkpoints.Checkpoints(str(tmp_path / "run")).latest_step() == 1
 
 
-def test_evaluation_of_records_a_chunk_at_a_time_equals_evaluation_in_memory(raw_records):
+def test_evaluation_of_records_a_chunk_at_a_time_equals_evaluation_in_memory(raw_records,
+                                                                            monkeypatch):
   """Every metric of adcl.evaluate (kNN, probe, pixel baselines, attacks) on records read in
-  chunks of 16 equals the same on the images loaded whole (the records hold the IDX images in
-  order)."""
-  import jax
-
+  chunks of 16, their features stored on disk and read by the probe 24 rows at a time, equals
+  the same on the images loaded whole (the records hold the IDX images in order)."""
   from adcl import build
   from adcl.data import sources
-  from adcl.evaluation import protocol
+  from adcl.evaluation import linear, protocol
+
+  chunked_dims = []
+  monkeypatch.setattr(linear, "rows_per_chunk", lambda dim: chunked_dims.append(dim) or 24)
 
   config = records_config(raw_records)
   trainer = build.trainer(config, (8, 8, 1), 4, 4)
@@ -259,6 +261,7 @@ def test_evaluation_of_records_a_chunk_at_a_time_equals_evaluation_in_memory(raw
   results = [protocol.evaluate(trainer.model, variables, config, data, robust_examples=24,
                                mesh=trainer.mesh) for data in (streamed, whole)]
   assert results[0].keys() == results[1].keys() and "pixels_knn_top1" in results[0]
+  assert len(chunked_dims) == 1  # Only the records' evaluation read its features in chunks.
   for key in results[0]:
     np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, err_msg=key)
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adcl.evaluation.batched import batched_apply, pad_rows
+from adcl.evaluation.batched import pad_rows
 
 
 @partial(jax.jit, static_argnames=("k",))
@@ -43,30 +43,31 @@ def knn_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
   """Weighted kNN top-1 accuracy (percent) over the whole test set.
 
   Args:
-    train_features: [N, D]; test_features: [T, D] (L2-normalised here, so cosine similarity).
+    train_features: [N, D], in memory or a memory map of features stored on disk (read a
+      block at a time); test_features: [T, D]. L2-normalised here, so cosine similarity.
     train_labels: [N] int; test_labels: [T] int.
     k: neighbours; sigma: temperature of the vote weights (the training temperature).
-    chunk, train_chunk: test rows per device call and training rows per block: the
-      similarities in flight are [chunk, train_chunk + k] whatever N is (the training
-      features themselves go to the device once, float32, in blocks).
+    chunk, train_chunk: test rows per device call and training rows per block. Each block is
+      read, normalised and sent to the device once and merged into every test row's running
+      top k, so host and device hold one block, the test features and [T, k] neighbours
+      whatever N is; the similarities in flight are [chunk, train_chunk + k].
   """
   num_classes = int(max(train_labels.max(), test_labels.max())) + 1
   k = min(k, len(train_labels))
-  train, labels = unit_rows(train_features), np.asarray(train_labels, np.int32)
-  train_chunk = min(train_chunk, len(labels))
-  blocks = [(jnp.asarray(pad_rows(train[i:i + train_chunk], train_chunk)),
-             jnp.asarray(np.pad(labels[i:i + train_chunk],
-                                (0, train_chunk - len(labels[i:i + train_chunk])),
-                                constant_values=-1)))
-            for i in range(0, len(labels), train_chunk)]
-
-  def predict(rows):
-    best_sims = jnp.full((rows.shape[0], k), -jnp.inf)
-    best_labels = jnp.zeros((rows.shape[0], k), jnp.int32)
-    for block, block_labels in blocks:
-      best_sims, best_labels = _merge_top_k(rows, block, block_labels, best_sims, best_labels,
-                                            k)
-    return _vote(best_sims, best_labels, sigma, num_classes)
-
-  predicted = batched_apply(predict, [unit_rows(test_features)], chunk)
+  labels = np.asarray(train_labels, np.int32)
+  train_chunk, chunk = min(train_chunk, len(labels)), min(chunk, len(test_labels))
+  test = unit_rows(test_features)
+  test_chunks = [jnp.asarray(pad_rows(test[i:i + chunk], chunk))
+                 for i in range(0, len(test), chunk)]
+  best = [(jnp.full((chunk, k), -jnp.inf), jnp.zeros((chunk, k), jnp.int32))
+          for _ in test_chunks]
+  for i in range(0, len(labels), train_chunk):
+    block = jnp.asarray(pad_rows(unit_rows(train_features[i:i + train_chunk]), train_chunk))
+    block_labels = jnp.asarray(np.pad(labels[i:i + train_chunk],
+                                      (0, train_chunk - len(labels[i:i + train_chunk])),
+                                      constant_values=-1))
+    best = [_merge_top_k(rows, block, block_labels, *so_far, k)
+            for rows, so_far in zip(test_chunks, best)]
+  predicted = np.concatenate([np.asarray(_vote(*so_far, sigma, num_classes))
+                              for so_far in best])[:len(test)]
   return 100.0 * float(np.sum(predicted == np.asarray(test_labels))) / len(test_labels)

@@ -64,7 +64,7 @@ def split_pixel_features(split, data_config: ml_collections.ConfigDict):
   """(pixel_features [N, S*S*C], labels [N]) of a split (splits.load_split's), a chunk at
   a time."""
   parts = [(pixel_features(images, data_config), labels)
-           for images, labels in splits.split_chunks(split)]
+           for images, labels in splits.split_chunks(split, 4096)]
   return np.concatenate([f for f, _ in parts]), np.concatenate([l for _, l in parts])
 
 

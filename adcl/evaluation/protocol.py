@@ -6,7 +6,10 @@ probe, the same two on the raw input pixels (adcl.evaluation.pixels) with the en
 over them, and the accuracy of encoder + probe under FGSM and PGD-20.
 """
 
-from typing import Callable, Optional
+import contextlib
+import os
+import tempfile
+from typing import Callable, Iterator, Optional
 
 import jax
 import ml_collections
@@ -30,14 +33,54 @@ def embed(embed_fn: Callable, variables: dict, x: np.ndarray, batch_size: int,
 
 
 def split_features(embed_fn: Callable, variables: dict, split, config: ml_collections.ConfigDict,
-                   mesh: Mesh):
+                   mesh: Mesh, directory: Optional[str] = None):
   """(features, labels [N]) of every image of `split` (splits.load_split's), embedded a chunk
-  at a time: `embed_fn`'s pytree of [N, D] arrays, so only the features are ever whole."""
-  parts = [(embed(embed_fn, variables, normalize.eval_images(images, config.data),
-                  config.eval.batch_size, mesh), labels)
-           for images, labels in splits.split_chunks(split)]
-  features = jax.tree.map(lambda *chunks: np.concatenate(chunks), *[f for f, _ in parts])
-  return features, np.concatenate([labels for _, labels in parts])
+  at a time: `embed_fn`'s pytree of [N, D] arrays, so only the features are ever whole; with
+  a `directory` (feature_store's), they are written there chunk by chunk and come back as
+  read-only memory maps, so not even they are."""
+  chunks = splits.split_chunks(split, splits.chunk_rows(config))
+  embedded = ((embed(embed_fn, variables, normalize.eval_images(images, config.data),
+                     config.eval.batch_size, mesh), labels) for images, labels in chunks)
+  if directory is None:
+    parts = list(embedded)
+    features = jax.tree.map(lambda *chunks: np.concatenate(chunks), *[f for f, _ in parts])
+    return features, np.concatenate([labels for _, labels in parts])
+  return _stored_features(embedded, len(split[1]) if isinstance(split, tuple) else len(split),
+                          directory)
+
+
+def _stored_features(embedded, count: int, directory: str):
+  """`embedded` ((pytree of [n, D] features, labels [n]) chunks, `count` rows in all) written
+  to .npy files in a new folder of `directory`: (pytree of [count, D] memory maps, labels)."""
+  folder = tempfile.mkdtemp(dir=directory)
+  files, labels, start = None, [], 0
+  for features, chunk_labels in embedded:
+    leaves, treedef = jax.tree.flatten(features)
+    if files is None:
+      files = [np.lib.format.open_memmap(os.path.join(folder, f"{i}.npy"), "w+", np.float32,
+                                         (count, leaf.shape[1]))
+               for i, leaf in enumerate(leaves)]
+    for file, leaf in zip(files, leaves):
+      file[start:start + len(chunk_labels)] = leaf
+    labels.append(chunk_labels)
+    start += len(chunk_labels)
+  for file in files:
+    file.flush()
+  stored = [np.load(os.path.join(folder, f"{i}.npy"), mmap_mode="r") for i in range(len(files))]
+  return jax.tree.unflatten(treedef, stored), np.concatenate(labels)
+
+
+@contextlib.contextmanager
+def feature_store(data_splits) -> Iterator[Optional[str]]:
+  """Where split_features keeps the features of `data_splits` (load_split's): a temporary
+  folder of $TMPDIR, removed on exit, when any split is records (their N x D float32 features
+  would otherwise be held whole: 10 GB for ImageNet-1k's ResNet-50 backbone); None (in
+  memory) for splits loaded whole, whose features are smaller than their images."""
+  if all(isinstance(split, tuple) for split in data_splits):
+    yield None
+    return
+  with tempfile.TemporaryDirectory(prefix="adcl_features_") as directory:
+    yield directory
 
 
 def knn_settings(config: ml_collections.ConfigDict) -> tuple[int, float]:
@@ -73,18 +116,28 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
     robust_*}.
   """
   mesh = step_lib.data_mesh() if mesh is None else mesh
+  with feature_store([data["train"], data["test"]]) as store:
+    return _evaluate(model, variables, config, data, robust_examples, robust_eps_pixels, mesh,
+                     pixel_baseline, store)
+
+
+def _evaluate(model, variables, config, data, robust_examples, robust_eps_pixels, mesh,
+              pixel_baseline, store) -> dict:
   # One forward pass per image gives both kinds of features.
   embed_both = step_lib.make_embed_fn(model, "both", mesh)
   ((train_h, train_z), train_labels), ((test_h, test_z), test_labels) = (
-      split_features(embed_both, variables, data[split], config, mesh)
+      split_features(embed_both, variables, data[split], config, mesh, store)
       for split in ("train", "test"))
+  # Features stored on disk are read by the probe a chunk at a time.
+  chunk_rows = None if store is None else linear.rows_per_chunk(train_h.shape[1])
   result = {"test_images": int(len(test_labels))}
   k, sigma = knn_settings(config)
   for kind, (train_f, test_f) in {"backbone": (train_h, test_h),
                                   "embedding": (train_z, test_z)}.items():
     result[f"knn_top1_{kind}"] = knn.knn_accuracy(train_f, train_labels, test_f, test_labels,
                                                   k, sigma)
-  result.update(linear.linear_probe(train_h, train_labels, test_h, test_labels))
+  result.update(linear.linear_probe(train_h, train_labels, test_h, test_labels,
+                                    chunk_rows=chunk_rows))
   if pixel_baseline:
     result.update(pixels.baseline(data, config.data, k, sigma))
     for key, pixel_key in (("knn_top1_backbone", "pixels_knn_top1"),
@@ -97,19 +150,19 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
   test_images, test_labels = splits.split_head(data["test"], robust_examples)
   test_x = normalize.eval_images(test_images, config.data)
   result.update(_robustness(model, variables, config, (train_h, train_labels),
-                            (test_x, test_labels), result, robust_examples, robust_eps_pixels))
+                            (test_x, test_labels), result, robust_examples, robust_eps_pixels,
+                            chunk_rows))
   return result
 
 
 def _robustness(model, variables, config, train_features, test_data, probe_choice: dict,
-                examples: int, eps_pixels_list: tuple) -> dict:
+                examples: int, eps_pixels_list: tuple, chunk_rows) -> dict:
   """Refit the selected probe on all training features and attack encoder + probe."""
   (train_h, train_labels), (test_x, test_labels) = train_features, test_data
-  mean, std = linear.feature_stats(train_h)
   num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-  probe, _ = linear.fit_linear_probe((train_h - mean) / std, train_labels, num_classes,
-                                     probe_choice["linear_weight_decay"],
-                                     probe_choice["linear_epochs"])
+  probe, mean, std = linear.fit_probe(train_h, train_labels, num_classes,
+                                      probe_choice["linear_weight_decay"],
+                                      probe_choice["linear_epochs"], chunk_rows)
   classifier = {**variables, "probe": probe, "feature_mean": mean, "feature_std": std}
 
   def logits_fn(v, x):

@@ -13,20 +13,29 @@ import numpy as np
 def load_split(config: ml_collections.ConfigDict, split: str):
   """`split` ('train' or 'test') of config.data as evaluation reads it: (uint8 images
   [N, H, W, C], labels [N]) whole for the in-memory sources, an adcl.data.stream.EvalSplit
-  (read 4 x eval.batch_size images at a time) for data.source 'records'."""
+  (read chunk_rows images at a time) for data.source 'records'."""
   data = config.data
   if data.source != "records":
     from adcl.data import sources
     return sources.load(data, split)
   from adcl.data import stream
   return stream.EvalSplit(data.data_dir, data.train_split if split == "train" else
-                          data.test_split, data.image_size, 4 * config.eval.batch_size)
+                          data.test_split, data.image_size, chunk_rows(config))
 
 
-def split_chunks(split) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """(uint8 images, labels) chunks that cover `split` (load_split's) once, in order."""
+def chunk_rows(config: ml_collections.ConfigDict) -> int:
+  """Images evaluation reads, normalises and embeds at a time: 4 x eval.batch_size. Their
+  float32 copy, not the whole split's (4 bytes per uint8 pixel), is what evaluation holds."""
+  return 4 * config.eval.batch_size
+
+
+def split_chunks(split, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(uint8 images, labels) chunks of `rows` images that cover `split` (load_split's) once,
+  in order (records: their own chunk size, chunk_rows of the config that loaded them)."""
   if isinstance(split, tuple):
-    yield split
+    images, labels = split
+    for start in range(0, len(labels), rows):
+      yield images[start:start + rows], labels[start:start + rows]
   else:
     yield from split.chunks()
 
