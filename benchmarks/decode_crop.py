@@ -2,8 +2,9 @@
 
     python benchmarks/decode_crop.py                      # 200 JPEGs, ImageNet-like sizes
     python benchmarks/decode_crop.py --images 40 --rounds 1   # a quick look
+    python benchmarks/decode_crop.py --sizes 500x375          # ImageNet's typical size only
 
-Makes JPEGs of mixed sizes (500x375 and 1600x1200, smooth content with noise, quality 90),
+Makes JPEGs of mixed sizes (--sizes, by default 500x375 and 1600x1200 in turn; smooth content with noise, quality 90),
 then times on one core, alternating rounds so that machine noise hits all alike:
   full_decode      Pillow decodes the whole image (the reference: what a full decode costs)
   pillow_draft     adcl's path: two 224 px RandomResizedCrops from one decode, reduced by
@@ -33,13 +34,24 @@ import numpy as np
 SIZES = ((500, 375), (1600, 1200))
 
 
-def make_jpegs(count: int, seed: int = 0) -> list:
+def parse_sizes(text: str) -> tuple:
+  """'500x375,1600x1200' -> ((500, 375), (1600, 1200)): width x height, taken in turn."""
+  try:
+    sizes = tuple(tuple(int(n) for n in size.split("x")) for size in text.split(","))
+  except ValueError:
+    sizes = ()
+  if not sizes or any(len(size) != 2 or min(size) < 1 for size in sizes):
+    raise SystemExit(f"--sizes {text!r}: expected WIDTHxHEIGHT[,WIDTHxHEIGHT...], e.g. 500x375")
+  return sizes
+
+
+def make_jpegs(count: int, seed: int = 0, sizes: tuple = SIZES) -> list:
   from PIL import Image
 
   rng = np.random.default_rng(seed)
   jpegs = []
   for i in range(count):
-    w, h = SIZES[i % len(SIZES)]
+    w, h = sizes[i % len(sizes)]
     y, x = np.mgrid[0:h, 0:w] / max(w, h)
     phase = rng.uniform(0, 6, 3)
     smooth = np.stack([np.sin(7 * x + phase[0]), np.cos(5 * y + phase[1]),
@@ -92,6 +104,8 @@ def main():
   parser.add_argument("--images", type=int, default=200)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--size", type=int, default=224)
+  parser.add_argument("--sizes", default="500x375,1600x1200",
+                      help="source JPEG sizes, WIDTHxHEIGHT, taken in turn")
   parser.add_argument("--target_images_per_s", type=float, default=0.0,
                       help="images/s the step consumes (default: from --step_record)")
   parser.add_argument("--step_record", default=os.path.join(
@@ -108,7 +122,8 @@ def main():
 
   tf.config.threading.set_intra_op_parallelism_threads(1)  # One core, as the others.
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  jpegs = make_jpegs(args.images)
+  sizes = parse_sizes(args.sizes)
+  jpegs = make_jpegs(args.images, sizes=sizes)
   scale = (0.08, 1.0)  # The SimCLR / ImageNet recipe's crops.
   ways = {"full_decode": full_decode, "pillow_draft": pillow_crops(True),
           "pillow_full": pillow_crops(False), "tf_decode_crop": tf_decode_crop}
@@ -123,7 +138,7 @@ def main():
         way(data, rng, args.size, scale)
       seconds[name].append(time.process_time() - start)
   per_core = {name: args.images / min(s) for name, s in seconds.items()}
-  result = {"images": args.images, "sizes": [list(s) for s in SIZES], "size": args.size,
+  result = {"images": args.images, "sizes": [list(s) for s in sizes], "size": args.size,
             "images_per_s_per_core": {k: round(v, 1) for k, v in per_core.items()},
             "over_full_decode": {k: round(v / per_core["full_decode"], 3)
                                  for k, v in per_core.items()},

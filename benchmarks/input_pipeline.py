@@ -11,7 +11,7 @@ thread), the same read from raw-pixel records on disk (adcl.data.stream.StepBatc
 thread: what data.source='records' does for converted IDX / NPZ), and the views alone on the
 device (adcl.data.views.two_views, jitted). Encoded (JPEG) records: benchmarks/decode_crop.py. The steps are
 the compiled CLAE step fed ready views and fed uint8 images (it then draws the views). A
-pipeline keeps up when its images/s >= its step's. Per core: images/s divided by the cores the
+pipeline keeps up when its images/s >= its step's (`*_over_step` >= 1). Per core: images/s divided by the cores the
 host part uses (all of them for tf.data, one for the gather). Last line: one JSON object.
 """
 
@@ -146,7 +146,8 @@ def main():
   if "host_views_images_per_s" in result:
     result["host_pipeline_over_step"] = round(
         result["host_views_images_per_s"] / result["step_with_host_views_images_per_s"], 2)
-  result["gather_over_step"] = round(gather / result["step_with_device_views_images_per_s"], 2)
+  for name, rate in (("gather", gather), ("raw_records", from_records)):
+    result[f"{name}_over_step"] = round(rate / result["step_with_device_views_images_per_s"], 2)
   print(json.dumps(result))
 
 

@@ -60,13 +60,15 @@ def test_conv_layers_times_every_pass_with_and_without_ynnpack_convolutions():
 
 def test_decode_crop_times_each_decoder_against_a_full_decode():
   result = subprocess.run([sys.executable, "benchmarks/decode_crop.py", "--images", "4",
-                           "--rounds", "1", "--size", "32"], cwd=REPO, env=cli_env(),
+                           "--rounds", "1", "--size", "32", "--sizes", "64x48,80x60"],
+                          cwd=REPO, env=cli_env(),
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(result.stdout.strip().splitlines()[-1])
   ways = {"full_decode", "pillow_draft", "pillow_full", "tf_decode_crop"}
   assert set(record["images_per_s_per_core"]) == ways
   assert record["over_full_decode"]["full_decode"] == 1.0
+  assert record["sizes"] == [[64, 48], [80, 60]]
   assert all(record["cores_for_target"][w] > 0 for w in ways)
 
 
@@ -101,3 +103,19 @@ def test_input_pipeline_times_raw_records():
   config.train.batch_size = 16
   images = np.random.default_rng(0).integers(0, 256, (64, *shape), dtype=np.uint8)
   assert input_pipeline.raw_records_images_per_s(images, config, 2) > 0
+
+
+def test_shard_memory_measures_one_more_shard_at_each_record_size():
+  """benchmarks/shard_memory.py at toy size: two record sizes, each read at two shard counts in
+  a process of its own; the per-shard figure is the difference over the shards added."""
+  result = subprocess.run([sys.executable, "benchmarks/shard_memory.py", "--record-kb", "1,4",
+                           "--shards", "2,6", "--records", "8", "--batches", "2", "--batch",
+                           "16"], cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  assert record["shards"] == [2, 6] and set(record["mb_per_shard"]) == {"1", "4"}
+  for kb in ("1", "4"):
+    grown, per_shard = record["mb"][kb], record["mb_per_shard"][kb]
+    assert grown["6"]["read"] > 0  # Opening and reading the split took memory.
+    assert per_shard["read"] == round((grown["6"]["read"] - grown["2"]["read"]) / 4, 3)
