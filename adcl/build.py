@@ -139,13 +139,14 @@ def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -
 def device_views(config: ml_collections.ConfigDict, channels: int) -> Callable:
   """`views(batch, key) -> (view1, view2)` of config.data, for the compiled step: from
   batch['images'] (uint8 [N, H, W, C]: the whole views, adcl.data.views.two_views) or
-  batch['crops'] (uint8 [N, 2, S, S, C] cut on the host from encoded records:
-  adcl.data.views.views_of_crops). Which one is fixed when the step is traced."""
+  batch['crops'] and batch['crop_sizes'] (uint8 [N, 2, R, R, C] regions cut on the host from
+  encoded records, and their int32 [N, 2, 2] sizes: adcl.data.views.views_of_crops). Which one is fixed when the step is traced."""
   mean, std = normalize.normalization(config.data, channels)
 
   def views(batch: dict, key: jax.Array):
     if "crops" in batch:
-      return data_views.views_of_crops(batch["crops"], key, config.data, mean, std)
+      return data_views.views_of_crops(batch["crops"], batch["crop_sizes"], key, config.data,
+                                       mean, std)
     return data_views.two_views(batch["images"], key, config.data, mean, std)
 
   return views

@@ -190,7 +190,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
   views: None: batch is {'view1', 'view2'}, [N, S, S, C] float32 normalised views drawn on
     the host. Else `views(batch, key) -> (view1, view2)` (adcl.build.device_views) draws
     them here, and batch is {'images'}: the global batch's uint8 [N, H, W, C] images, or
-    {'crops'}: uint8 [N, 2, S, S, C], each image's two crops cut on the host.
+    {'crops', 'crop_sizes'}: uint8 [N, 2, R, R, C] and int32 [N, 2, 2], each image's two
+    crop regions cut on the host and their sizes (the views resize them).
     Either way the batch is sharded on `data`.
   metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
   """

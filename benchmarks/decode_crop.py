@@ -4,14 +4,18 @@
     python benchmarks/decode_crop.py --images 40 --rounds 1   # a quick look
     python benchmarks/decode_crop.py --sizes 500x375          # ImageNet's typical size only
 
-Makes JPEGs of mixed sizes (--sizes, by default 500x375 and 1600x1200 in turn; smooth content with noise, quality 90),
-then times on one core, alternating rounds so that machine noise hits all alike:
+Makes JPEGs of mixed sizes (--sizes, by default 500x375 and 1600x1200 in turn; smooth content
+with noise, quality 90), then times on one core, alternating rounds so that machine noise hits
+all alike, the host's share of two 224 px RandomResizedCrops per image:
   full_decode      Pillow decodes the whole image (the reference: what a full decode costs)
-  pillow_draft     adcl's path: two 224 px RandomResizedCrops from one decode, reduced by
-                   Pillow's draft as far as the crops allow (adcl/data/decode_crop.py)
-  pillow_full      the same two crops from a full-size decode (no draft)
-  tf_decode_crop   tf.image.decode_and_crop_jpeg once per crop, then resized to 224 px
-                   (TensorFlow's way: decodes only the crop's rows and columns, twice)
+  pillow_draft     adcl's path: one decode, reduced by Pillow's draft as far as the crops allow,
+                   both crop regions cut from it, box-reduced below 2x the output size
+                   (adcl/data/decode_crop.py); the step resizes them on the device
+  pillow_full      the same from a full-size decode (no draft)
+  pillow_resize    pillow_draft, then each region resized to 224 px by Pillow's bilinear
+                   filter on the host: what resizing on the device takes off the host
+  tf_decode_crop   tf.image.decode_and_crop_jpeg once per crop (TensorFlow's way: decodes only
+                   the crop's rows and columns, twice), left at its decoded size
 Printed: images/s per core of each (an image is one source image, two crops), each over
 full_decode (the goal is >= 0.8: two crops for at most 1.25 full decodes), and the cores it
 takes to feed the target: by default one H200 running the ResNet-50 224 px CLAE step at 40%
@@ -30,6 +34,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np
+
+from adcl.data import decode_crop
 
 SIZES = ((500, 375), (1600, 1200))
 
@@ -71,23 +77,27 @@ def full_decode(data, rng, size, scale):
 
 
 def pillow_crops(draft):
-  from adcl.data import decode_crop
-
   return lambda data, rng, size, scale: decode_crop.decode_crops(data, rng, 2, size, scale,
                                                                   draft=draft)
 
 
+def pillow_resize(data, rng, size, scale):
+  from PIL import Image
+
+  canvases, crop_sizes = decode_crop.decode_crops(data, rng, 2, size, scale)
+  return [np.asarray(Image.fromarray(canvas[:h, :w]).resize((size, size), Image.BILINEAR))
+          for canvas, (h, w) in zip(canvases, crop_sizes)]
+
+
 def tf_decode_crop(data, rng, size, scale):
   import tensorflow as tf
-  from adcl.data import decode_crop
 
   height, width = tf.image.extract_jpeg_shape(data).numpy()[:2]
   crops = []
   for _ in range(2):
     top, left, h, w = decode_crop.crop_box(rng, int(height), int(width), scale)
-    crop = tf.image.decode_and_crop_jpeg(data, [top, left, h, w], channels=3)
-    crops.append(tf.cast(tf.image.resize(crop, (size, size), antialias=True), tf.uint8).numpy())
-  return np.stack(crops)
+    crops.append(tf.image.decode_and_crop_jpeg(data, [top, left, h, w], channels=3).numpy())
+  return crops
 
 
 def target_images_per_s(step_record: str, peak_fraction: float) -> float:
@@ -126,7 +136,8 @@ def main():
   jpegs = make_jpegs(args.images, sizes=sizes)
   scale = (0.08, 1.0)  # The SimCLR / ImageNet recipe's crops.
   ways = {"full_decode": full_decode, "pillow_draft": pillow_crops(True),
-          "pillow_full": pillow_crops(False), "tf_decode_crop": tf_decode_crop}
+          "pillow_full": pillow_crops(False), "pillow_resize": pillow_resize,
+          "tf_decode_crop": tf_decode_crop}
   for way in ways.values():  # Warm up (imports, TensorFlow's first call).
     way(jpegs[0], np.random.default_rng(0), args.size, scale)
   seconds = {name: [] for name in ways}

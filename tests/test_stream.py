@@ -4,6 +4,7 @@ the same bytes for any number of Grain workers and of processes, every record on
 import io
 
 import numpy as np
+import jax.numpy as jnp
 import pytest
 
 from adcl.data import convert, decode_crop, records, sources, stream
@@ -89,22 +90,66 @@ def test_crop_boxes_follow_torchvisions_sampler():
   assert decode_crop.crop_box(rng, 10, 400, (0.99, 1.0)) == (0, 193, 10, 13)
 
 
-def test_a_drafted_decode_crops_like_a_full_one():
-  """The same boxes cut from a JPEG decoded at 1/4 scale and at full scale: the same picture
-  (a smooth image, so the difference is the decoder's, a few levels of 255)."""
+def finished_crops(canvases, crop_sizes, size):
+  """float [V, size, size, C] in [0, 255]: host crop regions resized as the step resizes them."""
+  from adcl.data import resize, views
+
+  return np.stack([np.asarray(resize.resized_crop(
+      jnp.asarray(canvas, jnp.float32), views.region_box(jnp.asarray(hw), canvas.shape[0]), size))
+      for canvas, hw in zip(canvases, crop_sizes)])
+
+
+def smooth_image(height=1200, width=1600, format="JPEG") -> bytes:
   from PIL import Image
 
-  y, x = np.mgrid[0:1200, 0:1600] / 1600.0
+  y, x = np.mgrid[0:height, 0:width] / 1600.0
   pixels = (np.stack([np.sin(6 * x), np.cos(5 * y), np.sin(3 * (x + y))], -1) * 100 + 128)
   buffer = io.BytesIO()
-  Image.fromarray(pixels.astype(np.uint8)).save(buffer, "JPEG", quality=95)
-  draws = [decode_crop.decode_crops(buffer.getvalue(), np.random.default_rng(7), 2, 64,
-                                    (0.3, 1.0), draft=draft) for draft in (True, False)]
+  Image.fromarray(pixels.astype(np.uint8)).save(buffer, format, quality=95)
+  return buffer.getvalue()
+
+
+def test_a_drafted_decode_crops_like_a_full_one():
+  """The same boxes cut from a JPEG decoded at 1/4 scale and at full scale and resized as the
+  step does: the same picture (a smooth image, so the difference is the decoder's and the
+  region's whole-pixel edges, a few levels of 255)."""
+  data = smooth_image()
+  draws = [decode_crop.decode_crops(data, np.random.default_rng(7), 2, 64, (0.3, 1.0),
+                                    draft=draft) for draft in (True, False)]
   boxes = [decode_crop.crop_box(np.random.default_rng(7), 1200, 1600, (0.3, 1.0))
            for _ in range(1)]
   assert decode_crop.draft_reduction(boxes, 64) >= 4
-  assert draws[0].shape == (2, 64, 64, 3) and draws[0].dtype == np.uint8
-  assert np.abs(draws[0].astype(int) - draws[1]).mean() < 2.0
+  for canvases, crop_sizes in draws:
+    assert canvases.shape == (2, 128, 128, 3) and canvases.dtype == np.uint8
+    assert crop_sizes.dtype == np.int32 and (crop_sizes >= 64).all() and (crop_sizes < 128).all()
+    for canvas, (h, w) in zip(canvases, crop_sizes):  # Zeros outside the region.
+      assert not canvas[h:].any() and not canvas[:, w:].any()
+  drafted, full = (finished_crops(*d, 64) for d in draws)
+  assert np.abs(drafted - full).mean() < 2.0
+
+
+def test_host_regions_resized_on_the_device_match_pillows_resize_of_the_box():
+  """The crops the step finishes (a draft decode, a whole-factor box-filter reduce, then the
+  device's bilinear resize) against torchvision's own: Pillow's antialiased bilinear resize of
+  the same box of the full decode. JPEG at 224 and 448 px (boxes between 1x and 2x the output,
+  and smaller: upsampled) and PNG at 96 (no draft: boxes over 2x, reduced on the host)."""
+  from PIL import Image
+
+  for format, size in (("JPEG", 224), ("JPEG", 448), ("PNG", 96)):
+    data = smooth_image(375, 500, format)
+    with Image.open(io.BytesIO(data)) as image:
+      full = image.convert("RGB")
+    canvases, crop_sizes = decode_crop.decode_crops(data, np.random.default_rng(size), 2, size,
+                                                    (0.3, 1.0))
+    box_rng = np.random.default_rng(size)  # The same draws as decode_crops'.
+    boxes = [decode_crop.crop_box(box_rng, 375, 500, (0.3, 1.0)) for _ in range(2)]
+    if format == "PNG":
+      assert (crop_sizes < np.array([[h, w] for _, _, h, w in boxes])).all()  # Reduced.
+    reference = np.stack([np.asarray(full.resize((size, size), Image.BILINEAR,
+                                                 box=(l, t, l + w, t + h)), np.float32)
+                          for t, l, h, w in boxes])
+    difference = np.abs(finished_crops(canvases, crop_sizes, size) - reference)
+    assert difference.mean() < 1.0, (format, size, difference.mean())
 
 
 def test_encoded_batches_are_two_crops_the_same_for_any_workers_and_processes(tmp_path):
@@ -114,13 +159,15 @@ def test_encoded_batches_are_two_crops_the_same_for_any_workers_and_processes(tm
   make = lambda p, n: stream.StepBatches(str(tmp_path / "ar"), "train", 3, 4, p, n,
                                          crop=(16, (0.2, 1.0)))
   reference = list(stream.step_batches(make(0, 1), 0, 4))
-  assert reference[0]["crops"].shape == (4, 2, 16, 16, 3)
+  assert reference[0]["crops"].shape == (4, 2, 32, 32, 3)
+  assert reference[0]["crop_sizes"].shape == (4, 2, 2)
   assert not np.array_equal(reference[0]["crops"][:, 0], reference[0]["crops"][:, 1])
   two_workers = list(stream.step_batches(make(0, 1), 0, 4, workers=2))
   halves = [list(stream.step_batches(make(p, 2), 0, 4)) for p in (0, 1)]
   for want, got, first, second in zip(reference, two_workers, *halves, strict=True):
-    assert got["crops"].tobytes() == want["crops"].tobytes()
-    assert np.concatenate([first["crops"], second["crops"]]).tobytes() == want["crops"].tobytes()
+    for key in ("crops", "crop_sizes"):
+      assert got[key].tobytes() == want[key].tobytes()
+      assert np.concatenate([first[key], second[key]]).tobytes() == want[key].tobytes()
 
 
 def test_a_corrupt_jpeg_stops_the_step_that_reads_it_naming_the_record(tmp_path):

@@ -215,18 +215,22 @@ def test_host_and_device_draws_have_the_same_distribution():
 
 def test_views_of_host_crops_finish_the_views_as_two_views_does():
   """With the crop box forced to the whole image (crop_scale (1, 1): no aspect fits, so
-  torchvision's sampler falls back to the full image) two_views' crop is the identity, so the
-  device's half of a host-cropped view (flip, jitter, grayscale, blur, normalisation, with the
-  same keys) must give two_views' pixels."""
+  torchvision's sampler falls back to the full image) two_views' crop is the identity. Host
+  crops of the training size at the top-left of their 2x canvas are resized by the identity
+  too, so the device's half of a host-cropped view (resize, flip, jitter, grayscale, blur,
+  normalisation, with the same keys) must give two_views' pixels."""
   recipe = ml_collections.ConfigDict(VIEW_CONFIG.to_dict())
   recipe.views.crop_scale = (1.0, 1.0)
-  images = np.random.default_rng(5).integers(0, 256, (6, recipe.image_size, recipe.image_size, 3),
-                                             dtype=np.uint8)
+  size = recipe.image_size
+  images = np.random.default_rng(5).integers(0, 256, (6, size, size, 3), dtype=np.uint8)
   key = jax.random.PRNGKey(11)
   mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
   whole = views.two_views(jnp.asarray(images), key, recipe, mean, std)
-  crops = jnp.asarray(np.stack([images, images], axis=1))  # [N, 2, S, S, C]
-  finished = views.views_of_crops(crops, key, recipe, mean, std)
+  crops = np.full((6, 2, 2 * size, 2 * size, 3), 255, np.uint8)  # Never read.
+  crops[:, :, :size, :size] = images[:, None]
+  crop_sizes = np.full((6, 2, 2), size, np.int32)
+  finished = views.views_of_crops(jnp.asarray(crops), jnp.asarray(crop_sizes), key, recipe,
+                                  mean, std)
   for a, b in zip(whole, finished):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
   assert not np.allclose(np.asarray(finished[0]), np.asarray(finished[1]))  # Views differ.

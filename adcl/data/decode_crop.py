@@ -9,12 +9,20 @@ processes or workers made them.
 
 Decoding only what the crops need: a JPEG can be decoded at 1/2, 1/4 or 1/8 of its size for a
 fraction of the cost (Pillow's `draft`, libjpeg's DCT scaling). The largest such reduction that
-keeps the smaller crop at least `size` pixels on its shorter side is used; both crops are then
-cut from the one decoded image and resized with Pillow's bilinear filter (antialiased when it
-shrinks, as torchvision's resize of a PIL image). Other formats decode whole.
+keeps the smaller crop at least `size` pixels on its shorter side is used, and both crops are
+cut from the one decoded image.
 
-The rest of the view (flip, colour jitter, grayscale, blur, normalisation) is the device's
-(adcl/data/views.py), on the uint8 crops this returns.
+Resizing is the device's: a bilinear resize to 224 px costs Pillow about as much as the decode
+of an ImageNet-sized JPEG, and twice per image it would halve what a host core feeds. So each
+crop leaves the host as a region of at most 2 x `size` pixels a side: its box cut from the
+decode, reduced by a whole factor per axis (Pillow's box-filter `reduce`, as cheap as a copy)
+only where a side exceeds twice the training size, and placed at the top-left of a zeroed
+[2 x size, 2 x size] canvas with its (height, width) beside it. The step resizes the region
+to `size` with the device views' bilinear sampler (adcl/data/views.py:views_of_crops), so what
+remains to shrink is under 2x. Other formats decode whole; evaluation's centre crop is resized
+here (Pillow's antialiased bilinear), as it is read once per evaluation.
+
+The rest of the view (flip, colour jitter, grayscale, blur, normalisation) is the device's too.
 """
 
 import io
@@ -63,30 +71,54 @@ def draft_reduction(boxes: Sequence[tuple], size: int) -> int:
 
 
 def decode_crops(data: bytes, rng: np.random.Generator, views: int, size: int,
-                 scale: Sequence[float], channels: int = 3, draft: bool = True) -> np.ndarray:
-  """uint8 [views, size, size, channels]: `views` RandomResizedCrops of the encoded image `data`,
-  from one decode (at a reduced scale when `draft` and the boxes allow). Raises PIL's errors for
-  data that does not decode."""
-  boxes = lambda height, width: [crop_box(rng, height, width, scale) for _ in range(views)]
-  return _decode_and_cut(data, boxes, size, channels, draft)
+                 scale: Sequence[float], channels: int = 3,
+                 draft: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """`views` RandomResizedCrops of the encoded image `data` from one decode (at a reduced scale
+  when `draft` and the boxes allow), as regions for the device to resize:
+  (uint8 [views, 2 * size, 2 * size, channels] canvases, each crop's region at its top-left and
+  zeros elsewhere; int32 [views, 2] each region's (height, width), 1 to 2 * size). Raises
+  PIL's errors for data that does not decode."""
+  decoded, boxes = _decode(data, lambda height, width: [crop_box(rng, height, width, scale)
+                                                         for _ in range(views)],
+                           size, channels, draft)
+  canvas = np.zeros((views, 2 * size, 2 * size, channels), np.uint8)
+  region_sizes = np.zeros((views, 2), np.int32)
+  for view, (left, upper, right, lower) in enumerate(boxes):
+    # Whole pixels of the decode, at least one.
+    x0, y0 = min(int(round(left)), decoded.width - 1), min(int(round(upper)), decoded.height - 1)
+    x1 = max(x0 + 1, min(decoded.width, int(round(right))))
+    y1 = max(y0 + 1, min(decoded.height, int(round(lower))))
+    region = decoded.crop((x0, y0, x1, y1))
+    factors = (max(1, region.width // size), max(1, region.height // size))
+    if max(factors) > 1:  # A side of 2 x size or more: shrink it below that, not below size.
+      region = region.reduce(factors)
+    pixels = np.asarray(region).reshape(region.height, region.width, channels)
+    canvas[view, :region.height, :region.width] = pixels
+    region_sizes[view] = region.height, region.width
+  return canvas, region_sizes
 
 
 def decode_center(data: bytes, size: int, channels: int = 3,
                   fraction: float = CENTER_FRACTION, draft: bool = True) -> np.ndarray:
   """uint8 [size, size, channels]: the evaluation image of an encoded image, its centre square
   of `fraction` of the shorter side resized to `size` (ImageNet's resize to 256, centre crop
-  224, when fraction is 224 / 256)."""
+  224, when fraction is 224 / 256), by Pillow's bilinear filter (antialiased when it shrinks,
+  as torchvision's resize of a PIL image)."""
+  from PIL import Image
 
   def box(height, width):
     side = max(1, int(round(min(height, width) * fraction)))
     return [((height - side) // 2, (width - side) // 2, side, side)]
 
-  return _decode_and_cut(data, box, size, channels, draft)[0]
+  decoded, (crop,) = _decode(data, box, size, channels, draft)
+  pixels = np.asarray(decoded.resize((size, size), Image.BILINEAR, box=crop))
+  return pixels.reshape(size, size, channels)
 
 
-def _decode_and_cut(data: bytes, boxes_of, size: int, channels: int, draft: bool) -> np.ndarray:
-  """uint8 [len(boxes), size, size, channels]: the boxes `boxes_of(height, width)` returns
-  ((top, left, h, w) in the full image's pixels) cut from one decode of `data` and resized."""
+def _decode(data: bytes, boxes_of, size: int, channels: int, draft: bool):
+  """(the decoded PIL image, its boxes (left, upper, right, lower) in its own fractional
+  pixels) of `data`: the boxes `boxes_of(height, width)` returns ((top, left, h, w) in the full
+  image's pixels), decoded at the largest draft reduction that keeps them `size` a side."""
   from PIL import Image
 
   mode = "L" if channels == 1 else "RGB"
@@ -98,8 +130,5 @@ def _decode_and_cut(data: bytes, boxes_of, size: int, channels: int, draft: bool
       image.draft(mode, (-(-width // reduction), -(-height // reduction)))
     decoded = image.convert(mode)
   sx, sy = decoded.width / width, decoded.height / height
-  crops = [np.asarray(decoded.resize((size, size), Image.BILINEAR,
-                                     box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy)))
-           for top, left, h, w in boxes]
-  crops = np.stack(crops)
-  return crops[..., None] if channels == 1 else crops
+  return decoded, [(left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+                   for top, left, h, w in boxes]

@@ -224,8 +224,9 @@ class Split:
         return pixels[..., None] if grey else pixels
 
   def crops(self, name: str, pixels: bytes, index: int, rng: np.random.Generator, views: int,
-            size: int, scale: Sequence[float]) -> np.ndarray:
-    """uint8 [views, size, size, C]: RandomResizedCrops of one encoded record from one decode
+            size: int, scale: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [views, 2 * size, 2 * size, C] regions, int32 [views, 2] their sizes): the
+    RandomResizedCrops of one encoded record from one decode, for the device to resize
     (adcl/data/decode_crop.py); errors as `decode`'s."""
     from adcl.data import decode_crop
 

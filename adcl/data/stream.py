@@ -13,9 +13,9 @@ Worker processes (started by spawn) each make whole batches; the order of batche
 depend on their number.
 
 What a batch holds: records of raw pixels (converted IDX / NPZ) whole, stacked as uint8, for
-the device views to crop; records of encoded JPEG/PNG as two crops per image at the training
-size, decoded once and only as far as the crops need (adcl/data/decode_crop.py), for the
-device to do the rest of the views.
+the device views to crop; records of encoded JPEG/PNG as two crop regions per image, decoded
+once and only as far as the crops need and at most twice the training size a side
+(adcl/data/decode_crop.py), for the device to resize and to do the rest of the views.
 """
 
 from typing import Iterator, Optional, Sequence
@@ -50,8 +50,9 @@ def record_indices(seed: int, step: int, global_batch: int, num_records: int,
 
 class StepBatches:
   """step -> this process's batch of that step: {'labels': int32 [B / P], 'indices': int64
-  [B / P] (the records read), and 'images': uint8 [B / P, H, W, C] for raw records or 'crops':
-  uint8 [B / P, 2, size, size, C] for encoded ones}. Picklable (Grain's workers get a copy and
+  [B / P] (the records read), and 'images': uint8 [B / P, H, W, C] for raw records, or for
+  encoded ones 'crops': uint8 [B / P, 2, 2 * size, 2 * size, C], each image's two crop regions
+  (adcl.data.decode_crop.decode_crops), and 'crop_sizes': int32 [B / P, 2, 2]}. Picklable (Grain's workers get a copy and
   open the shards themselves).
 
   `crop` (size, (min, max) area fraction) is required for encoded records."""
@@ -87,10 +88,11 @@ class StepBatches:
     batch = {"labels": np.array([r[0] for r in read], np.int32), "indices": indices}
     if self.encoded:
       size, scale = self.crop
-      batch["crops"] = np.stack([
-          self._records.crops(name, pixels, int(i), decode_crop.view_generator(
-              self.seed, int(step), row), VIEWS, size, scale)
-          for row, i, (_, name, pixels) in zip(self.rows, indices, read)])
+      crops = [self._records.crops(name, pixels, int(i), decode_crop.view_generator(
+                   self.seed, int(step), row), VIEWS, size, scale)
+               for row, i, (_, name, pixels) in zip(self.rows, indices, read)]
+      batch["crops"] = np.stack([regions for regions, _ in crops])
+      batch["crop_sizes"] = np.stack([sizes for _, sizes in crops])
     else:
       batch["images"] = np.stack([self._records.decode(name, pixels, int(i))
                                   for i, (_, name, pixels) in zip(indices, read)])
@@ -119,14 +121,14 @@ def train_batches(config, start_step: int, num_steps: int, process_index: int = 
                   process_count: int = 1) -> Iterator[dict]:
   """data.source 'records': this process's part of the batches of steps [start_step,
   num_steps) for the device views, as adcl.data.pipeline.train_images is for in-memory data:
-  {'images'} uint8 [B / P, H, W, C] of raw records or {'crops'} uint8 [B / P, 2, S, S, C] of
-  encoded ones, made ahead of the step by data.workers Grain workers."""
+  {'images'} uint8 [B / P, H, W, C] of raw records or {'crops', 'crop_sizes'} of encoded ones
+  (StepBatches'), made ahead of the step by data.workers Grain workers."""
   data = config.data
   batches = StepBatches(data.data_dir, data.train_split, config.seed, config.train.batch_size,
                         process_index, process_count,
                         crop=(data.image_size, tuple(data.views.crop_scale)))
   for batch in step_batches(batches, start_step, num_steps, workers=data.workers):
-    yield {key: batch[key] for key in ("images", "crops") if key in batch}
+    yield {key: batch[key] for key in ("images", "crops", "crop_sizes") if key in batch}
 
 
 def eval_chunks(directory: str, split: str, size: int, chunk: int = 1024,

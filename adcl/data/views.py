@@ -158,14 +158,11 @@ def draw_view(key: jax.Array, views: ml_collections.ConfigDict, channels: int) -
 
 
 def apply_view(image: jax.Array, draws: ViewDraws, views: ml_collections.ConfigDict,
-               size: int, cropped: bool = False) -> jax.Array:
+               size: int) -> jax.Array:
   """One view in [0, 1] from its draws: image uint8 [H, W, C] -> float32 [size, size, C]. Ops
-  the recipe turns off are left out of the program. cropped: the image is already this view's
-  crop at [size, size] (cut on the host, adcl/data/decode_crop.py); draws.box is unused."""
+  the recipe turns off are left out of the program."""
   channels = image.shape[-1]
-  x = image.astype(jnp.float32) / 255.0
-  if not cropped:
-    x = resized_crop(x, draws.box, size)
+  x = resized_crop(image.astype(jnp.float32) / 255.0, draws.box, size)
   if views.flip:
     x = jnp.where(draws.flip, x[:, ::-1], x)
   if active_jitter_ops(views.jitter, channels) and views.jitter_prob > 0:
@@ -202,21 +199,35 @@ def two_views(images: jax.Array, key: jax.Array, data_config: ml_collections.Con
   return jax.vmap(pair)(images, jnp.arange(images.shape[0]))
 
 
-def views_of_crops(crops: jax.Array, key: jax.Array, data_config: ml_collections.ConfigDict,
-                   mean, std):
-  """The rest of the two views of each image whose crops were cut on the host: flip, jitter,
-  grayscale, blur and normalisation, with the keys `two_views` gives the same row.
+def region_box(region_size: jax.Array, canvas: int) -> jax.Array:
+  """float32 [4]: the box (y0, x0, y1, x1 in [0, 1]) that resized_crop reads as exactly the
+  region of (height, width) `region_size` [2] at the top-left of a [canvas, canvas] image."""
+  far = (region_size.astype(jnp.float32) - 1.0) / max(canvas - 1, 1)
+  return jnp.stack([0.0, 0.0, far[0], far[1]])
 
-  crops: uint8 [N, 2, S, S, C], row i the global batch's image i, its two crops at S.
+
+def views_of_crops(crops: jax.Array, crop_sizes: jax.Array, key: jax.Array,
+                   data_config: ml_collections.ConfigDict, mean, std):
+  """The two views of each image whose crops were cut on the host (adcl/data/decode_crop.py):
+  each crop's region resized to the training size, then flip, jitter, grayscale, blur and
+  normalisation, with the keys `two_views` gives the same row.
+
+  crops: uint8 [N, 2, R, R, C], row i the global batch's image i, each of its two crops a
+    region at the top-left of an R x R canvas; crop_sizes: int [N, 2, 2], each region's
+    (height, width).
   Returns (view1, view2), each float32 [N, S, S, C].
   """
   size, views = data_config.image_size, data_config.views
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-  channels = crops.shape[-1]
+  channels, canvas = crops.shape[-1], crops.shape[2]
 
-  def pair(image_crops, index):
+  def pair(image_crops, region_sizes, index):
     keys = jax.random.split(jax.random.fold_in(key, index))
-    return tuple((apply_view(image_crops[v], draw_view(keys[v], views, channels), views, size,
-                             cropped=True) - mean) / std for v in range(2))
+    finished = []
+    for v in range(2):
+      draws = draw_view(keys[v], views, channels)._replace(
+          box=region_box(region_sizes[v], canvas))
+      finished.append((apply_view(image_crops[v], draws, views, size) - mean) / std)
+    return tuple(finished)
 
-  return jax.vmap(pair)(crops, jnp.arange(crops.shape[0]))
+  return jax.vmap(pair)(crops, crop_sizes, jnp.arange(crops.shape[0]))
