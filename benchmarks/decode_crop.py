@@ -16,6 +16,10 @@ all alike, the host's share of two 224 px RandomResizedCrops per image:
                    filter on the host: what resizing on the device takes off the host
   tf_decode_crop   tf.image.decode_and_crop_jpeg once per crop (TensorFlow's way: decodes only
                    the crop's rows and columns, twice), left at its decoded size
+  step_batches     the whole of adcl's host path for a step: the JPEGs written as records,
+                   read by adcl.data.stream.StepBatches in batches of --batch (seeded order,
+                   ArrayRecord reads, pillow_draft, the batch stacked); Grain's copies between
+                   processes and the copy to the device are not in it
 Printed: images/s per core of each (an image is one source image, two crops), each over
 full_decode (the goal is >= 0.8: two crops for at most 1.25 full decodes), and the cores it
 takes to feed the target: by default one H200 running the ResNet-50 224 px CLAE step at 40%
@@ -100,6 +104,28 @@ def tf_decode_crop(data, rng, size, scale):
   return crops
 
 
+def step_batches_seconds(jpegs: list, size: int, scale, batch: int, rounds: int) -> tuple:
+  """([CPU seconds of each round], images a round) of StepBatches reading `jpegs` (as encoded
+  records in a temporary folder) in batches of `batch`, a whole number of them a round."""
+  import tempfile
+
+  from adcl.data import records, stream
+
+  seconds = []
+  with tempfile.TemporaryDirectory() as directory:
+    records.write_split((records.Example(0, f"{i}.jpg", data) for i, data in enumerate(jpegs)),
+                        directory, "train", "encoded", classes=["all"])
+    batches = stream.StepBatches(directory, "train", 0, batch, crop=(size, scale))
+    steps = len(jpegs) // batch
+    batches(0)  # Warm up: opening the shards.
+    for round_index in range(rounds):
+      start = time.process_time()
+      for step in range(round_index * steps, (round_index + 1) * steps):
+        batches(step)
+      seconds.append(time.process_time() - start)
+  return seconds, steps * batch
+
+
 def target_images_per_s(step_record: str, peak_fraction: float) -> float:
   """Source images/s of the CLAE step of `step_record` run at `peak_fraction` of the peak it
   measured: peak x fraction / GFLOP per image."""
@@ -124,6 +150,7 @@ def main():
                       "--count-only, its measured peak): the target is the CLAE step at "
                       "--peak_fraction of that peak")
   parser.add_argument("--peak_fraction", type=float, default=0.4)
+  parser.add_argument("--batch", type=int, default=50, help="step_batches' batch")
   args = parser.parse_args()
   if not args.target_images_per_s:
     args.target_images_per_s = target_images_per_s(args.step_record, args.peak_fraction)
@@ -149,6 +176,9 @@ def main():
         way(data, rng, args.size, scale)
       seconds[name].append(time.process_time() - start)
   per_core = {name: args.images / min(s) for name, s in seconds.items()}
+  step_seconds, step_images = step_batches_seconds(jpegs, args.size, scale,
+                                                   min(args.batch, args.images), args.rounds)
+  per_core["step_batches"] = step_images / min(step_seconds)
   result = {"images": args.images, "sizes": [list(s) for s in sizes], "size": args.size,
             "images_per_s_per_core": {k: round(v, 1) for k, v in per_core.items()},
             "over_full_decode": {k: round(v / per_core["full_decode"], 3)
@@ -156,7 +186,7 @@ def main():
             "target_images_per_s": args.target_images_per_s,
             "cores_for_target": {k: round(args.target_images_per_s / v, 1)
                                  for k, v in per_core.items()}}
-  for name in ways:
+  for name in per_core:
     print(f"{name:15s} {per_core[name]:8.1f} images/s per core  "
           f"{result['over_full_decode'][name]:.2f}x a full decode  "
           f"{result['cores_for_target'][name]:6.1f} cores for {args.target_images_per_s:.0f}/s")

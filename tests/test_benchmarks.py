@@ -65,7 +65,8 @@ def test_decode_crop_times_each_decoder_against_a_full_decode():
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(result.stdout.strip().splitlines()[-1])
-  ways = {"full_decode", "pillow_draft", "pillow_full", "pillow_resize", "tf_decode_crop"}
+  ways = {"full_decode", "pillow_draft", "pillow_full", "pillow_resize", "tf_decode_crop",
+          "step_batches"}
   assert set(record["images_per_s_per_core"]) == ways
   assert record["over_full_decode"]["full_decode"] == 1.0
   assert record["sizes"] == [[64, 48], [80, 60]]

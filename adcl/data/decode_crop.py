@@ -26,7 +26,7 @@ The rest of the view (flip, colour jitter, grayscale, blur, normalisation) is th
 """
 
 import io
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -71,18 +71,20 @@ def draft_reduction(boxes: Sequence[tuple], size: int) -> int:
 
 
 def decode_crops(data: bytes, rng: np.random.Generator, views: int, size: int,
-                 scale: Sequence[float], channels: int = 3,
-                 draft: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                 scale: Sequence[float], channels: int = 3, draft: bool = True,
+                 out: Optional[tuple[np.ndarray, np.ndarray]] = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
   """`views` RandomResizedCrops of the encoded image `data` from one decode (at a reduced scale
   when `draft` and the boxes allow), as regions for the device to resize:
   (uint8 [views, 2 * size, 2 * size, channels] canvases, each crop's region at its top-left and
-  zeros elsewhere; int32 [views, 2] each region's (height, width), 1 to 2 * size). Raises
+  zeros elsewhere; int32 [views, 2] each region's (height, width), 1 to 2 * size). out: zeroed
+  arrays of those shapes to write them into (a batch's rows: no copy to stack them). Raises
   PIL's errors for data that does not decode."""
   decoded, boxes = _decode(data, lambda height, width: [crop_box(rng, height, width, scale)
                                                          for _ in range(views)],
                            size, channels, draft)
-  canvas = np.zeros((views, 2 * size, 2 * size, channels), np.uint8)
-  region_sizes = np.zeros((views, 2), np.int32)
+  canvas, region_sizes = out if out is not None else (
+      np.zeros((views, 2 * size, 2 * size, channels), np.uint8), np.zeros((views, 2), np.int32))
   for view, (left, upper, right, lower) in enumerate(boxes):
     # Whole pixels of the decode, at least one.
     x0, y0 = min(int(round(left)), decoded.width - 1), min(int(round(upper)), decoded.height - 1)

@@ -88,11 +88,13 @@ class StepBatches:
     batch = {"labels": np.array([r[0] for r in read], np.int32), "indices": indices}
     if self.encoded:
       size, scale = self.crop
-      crops = [self._records.crops(name, pixels, int(i), decode_crop.view_generator(
-                   self.seed, int(step), row), VIEWS, size, scale)
-               for row, i, (_, name, pixels) in zip(self.rows, indices, read)]
-      batch["crops"] = np.stack([regions for regions, _ in crops])
-      batch["crop_sizes"] = np.stack([sizes for _, sizes in crops])
+      channels = self._records.manifest["channels"]
+      batch["crops"] = np.zeros((len(read), VIEWS, 2 * size, 2 * size, channels), np.uint8)
+      batch["crop_sizes"] = np.zeros((len(read), VIEWS, 2), np.int32)
+      for k, (row, i, (_, name, pixels)) in enumerate(zip(self.rows, indices, read)):
+        self._records.crops(name, pixels, int(i), decode_crop.view_generator(
+            self.seed, int(step), row), VIEWS, size, scale,
+            out=(batch["crops"][k], batch["crop_sizes"][k]))
     else:
       batch["images"] = np.stack([self._records.decode(name, pixels, int(i))
                                   for i, (_, name, pixels) in zip(indices, read)])
