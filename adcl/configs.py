@@ -80,8 +80,15 @@ def base() -> ml_collections.ConfigDict:
   # Device on every platform: over 8 paired seeds of the quickstart it trains as well as the
   # host (docs/study_views/report.md), and it is the only path that keeps up with an accelerator.
   c.data.views_on = "device"
-  # 'records' only: Grain worker processes that read and decode batches ahead of the step
-  # (0: threads of the training process). A host of N cores feeding an accelerator: N - 1.
+  # 'records' only: threads that decode each batch's encoded images side by side, in the
+  # training process (or in each worker process); 0: one per core this process may run on.
+  # Pillow and numpy release Python's lock while they decode and copy, so threads scale with
+  # the cores, and they pass batches without the copies between processes, which cost as much
+  # CPU as the decode itself for 224 px crop regions (docs/data.md).
+  c.data.threads = 1
+  # 'records' only: Grain worker processes making batches ahead of the step, each with
+  # data.threads threads (0: none; the training process makes them, two ahead). For hosts
+  # whose one process's threads do not keep up (they share the lock between decodes).
   c.data.workers = 0
   # 'records' only, set by adcl.train from the training split's manifest and saved with every
   # checkpoint: a run resumes only on the records it was trained on.
@@ -204,6 +211,7 @@ def imagenet_recipe(dataset: str, adversarial: bool = True) -> ml_collections.Co
   c.data.data_dir = IMAGENET_RECORDS[dataset]
   c.data.test_split = "val"
   c.data.image_size = 224
+  c.data.threads = 0  # A thread per core this process may run on (docs/data.md).
   c.data.views = ml_collections.ConfigDict(VIEW_RECIPES["simclr_blur"])
   c.model.architecture = "resnet50"
   c.model.stem = "imagenet"
@@ -259,6 +267,7 @@ DOMAINS = {
     "data.image_size": _POSITIVE_INT,
     "data.views_on": _one_of("auto", "host", "device"),
     "data.workers": _NON_NEGATIVE_INT,
+    "data.threads": _NON_NEGATIVE_INT,
     "data.views.jitter_prob": _PROBABILITY,
     "data.views.gray_prob": _PROBABILITY,
     "data.views.blur_prob": _PROBABILITY,

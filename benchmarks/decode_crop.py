@@ -18,8 +18,13 @@ all alike, the host's share of two 224 px RandomResizedCrops per image:
                    the crop's rows and columns, twice), left at its decoded size
   step_batches     the whole of adcl's host path for a step: the JPEGs written as records,
                    read by adcl.data.stream.StepBatches in batches of --batch (seeded order,
-                   ArrayRecord reads, pillow_draft, the batch stacked); Grain's copies between
-                   processes and the copy to the device are not in it
+                   ArrayRecord reads, pillow_draft, the batch written)
+  grain_threads    the same as training reads it (adcl.data.stream.step_batches), each batch
+                   decoded by --threads threads (0: one per core): images per CPU second; its
+                   images/s by the clock is printed too (threads scale with the cores)
+  grain_workers    the same in --workers Grain worker processes, one thread each, received by
+                   this one: images per CPU second of the whole process tree, so the copies
+                   between processes count; the copy to the device does not
 Printed: images/s per core of each (an image is one source image, two crops), each over
 full_decode (the goal is >= 0.8: two crops for at most 1.25 full decodes), and the cores it
 takes to feed the target: by default one H200 running the ResNet-50 224 px CLAE step at 40%
@@ -104,26 +109,48 @@ def tf_decode_crop(data, rng, size, scale):
   return crops
 
 
-def step_batches_seconds(jpegs: list, size: int, scale, batch: int, rounds: int) -> tuple:
-  """([CPU seconds of each round], images a round) of StepBatches reading `jpegs` (as encoded
-  records in a temporary folder) in batches of `batch`, a whole number of them a round."""
+def step_batches_rates(jpegs: list, size: int, scale, batch: int, rounds: int, threads: int,
+                       workers: int) -> dict:
+  """Images per CPU second of StepBatches reading `jpegs` (as encoded records in a temporary
+  folder) in batches of `batch`: 'step_batches', in this thread, the best of `rounds` rounds
+  of a whole number of batches; 'grain_threads' and 'grain_workers', by adcl.data.stream.
+  step_batches over as many steps with `threads` threads or `workers` worker processes (CPU of
+  this process and its workers together); and 'grain_threads_wall', images/s by the clock."""
   import tempfile
 
+  import process_tree  # benchmarks/process_tree.py
   from adcl.data import records, stream
 
-  seconds = []
+  rates = {}
   with tempfile.TemporaryDirectory() as directory:
     records.write_split((records.Example(0, f"{i}.jpg", data) for i, data in enumerate(jpegs)),
                         directory, "train", "encoded", classes=["all"])
     batches = stream.StepBatches(directory, "train", 0, batch, crop=(size, scale))
     steps = len(jpegs) // batch
     batches(0)  # Warm up: opening the shards.
+    seconds = []
     for round_index in range(rounds):
       start = time.process_time()
       for step in range(round_index * steps, (round_index + 1) * steps):
         batches(step)
       seconds.append(time.process_time() - start)
-  return seconds, steps * batch
+    rates["step_batches"] = steps * batch / min(seconds)
+    warm_up, timed = 2, rounds * steps
+    threaded = stream.StepBatches(directory, "train", 0, batch, crop=(size, scale),
+                                  threads=threads)
+    for name, source, options in (("grain_threads", threaded, {}),
+                                  ("grain_workers", batches, {"workers": workers})):
+      made = stream.step_batches(source, 0, warm_up + timed, **options)
+      for _ in range(warm_up):  # The threads or workers started and running ahead.
+        next(made)
+      cpu, wall = process_tree.cpu_s(os.getpid()), time.perf_counter()
+      for _ in range(timed):
+        next(made)
+      rates[name] = timed * batch / (process_tree.cpu_s(os.getpid()) - cpu)
+      if name == "grain_threads":
+        rates["grain_threads_wall"] = timed * batch / (time.perf_counter() - wall)
+      del made
+  return rates
 
 
 def target_images_per_s(step_record: str, peak_fraction: float) -> float:
@@ -151,6 +178,9 @@ def main():
                       "--peak_fraction of that peak")
   parser.add_argument("--peak_fraction", type=float, default=0.4)
   parser.add_argument("--batch", type=int, default=50, help="step_batches' batch")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="grain_threads' threads (0: one per core)")
+  parser.add_argument("--workers", type=int, default=1, help="grain_workers' workers")
   args = parser.parse_args()
   if not args.target_images_per_s:
     args.target_images_per_s = target_images_per_s(args.step_record, args.peak_fraction)
@@ -176,20 +206,24 @@ def main():
         way(data, rng, args.size, scale)
       seconds[name].append(time.process_time() - start)
   per_core = {name: args.images / min(s) for name, s in seconds.items()}
-  step_seconds, step_images = step_batches_seconds(jpegs, args.size, scale,
-                                                   min(args.batch, args.images), args.rounds)
-  per_core["step_batches"] = step_images / min(step_seconds)
+  streamed = step_batches_rates(jpegs, args.size, scale, min(args.batch, args.images),
+                                args.rounds, args.threads, args.workers)
+  threads_wall = streamed.pop("grain_threads_wall")
+  per_core.update(streamed)
   result = {"images": args.images, "sizes": [list(s) for s in sizes], "size": args.size,
             "images_per_s_per_core": {k: round(v, 1) for k, v in per_core.items()},
             "over_full_decode": {k: round(v / per_core["full_decode"], 3)
                                  for k, v in per_core.items()},
             "target_images_per_s": args.target_images_per_s,
             "cores_for_target": {k: round(args.target_images_per_s / v, 1)
-                                 for k, v in per_core.items()}}
+                                 for k, v in per_core.items()},
+            "grain_threads_wall_images_per_s": round(threads_wall, 1),
+            "cores": len(os.sched_getaffinity(0))}
   for name in per_core:
     print(f"{name:15s} {per_core[name]:8.1f} images/s per core  "
           f"{result['over_full_decode'][name]:.2f}x a full decode  "
           f"{result['cores_for_target'][name]:6.1f} cores for {args.target_images_per_s:.0f}/s")
+  print(f"grain_threads by the clock: {threads_wall:.1f} images/s on {result['cores']} cores")
   print(json.dumps(result))
 
 

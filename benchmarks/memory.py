@@ -28,6 +28,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import process_tree  # benchmarks/process_tree.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = 10
 
@@ -57,29 +60,6 @@ def link_first(source: str, target: str, count: int) -> None:
       os.link(os.path.join(source, name), os.path.join(target, name))
 
 
-def tree_rss_mb(pid: int) -> float:
-  """Resident memory of `pid` and every descendant (MB), from /proc."""
-  children = {}
-  for entry in os.listdir("/proc"):
-    if entry.isdigit():
-      try:
-        with open(f"/proc/{entry}/stat") as f:
-          parent = int(f.read().rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-      except (OSError, IndexError, ValueError):
-        pass  # A process that ended while being read.
-  total, todo = 0, [pid]
-  while todo:
-    current = todo.pop()
-    todo += children.get(current, [])
-    try:
-      with open(f"/proc/{current}/status") as f:
-        total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-      pass
-  return total / 1024
-
-
 def peak_rss_mb(command: list, env: dict) -> tuple[float, float]:
   """Run `command`; (the peak of its process tree's resident memory in MB, seconds)."""
   start = time.perf_counter()
@@ -89,7 +69,7 @@ def peak_rss_mb(command: list, env: dict) -> tuple[float, float]:
 
   def sample():
     while process.poll() is None:
-      peak[0] = max(peak[0], tree_rss_mb(process.pid))
+      peak[0] = max(peak[0], process_tree.rss_mb(process.pid))
       time.sleep(0.05)
 
   sampler = threading.Thread(target=sample)

@@ -66,10 +66,11 @@ def test_decode_crop_times_each_decoder_against_a_full_decode():
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(result.stdout.strip().splitlines()[-1])
   ways = {"full_decode", "pillow_draft", "pillow_full", "pillow_resize", "tf_decode_crop",
-          "step_batches"}
+          "step_batches", "grain_threads", "grain_workers"}
   assert set(record["images_per_s_per_core"]) == ways
   assert record["over_full_decode"]["full_decode"] == 1.0
   assert record["sizes"] == [[64, 48], [80, 60]]
+  assert record["grain_threads_wall_images_per_s"] > 0 and record["cores"] >= 1
   assert all(record["cores_for_target"][w] > 0 for w in ways)
 
 

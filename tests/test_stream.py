@@ -156,17 +156,20 @@ def test_encoded_batches_are_two_crops_the_same_for_any_workers_and_processes(tm
   write_image_folder(tmp_path / "src", 6)
   convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"),
                         records_per_shard=5)
-  make = lambda p, n: stream.StepBatches(str(tmp_path / "ar"), "train", 3, 4, p, n,
-                                         crop=(16, (0.2, 1.0)))
+  make = lambda p, n, threads=1: stream.StepBatches(str(tmp_path / "ar"), "train", 3, 4, p, n,
+                                                    crop=(16, (0.2, 1.0)), threads=threads)
   reference = list(stream.step_batches(make(0, 1), 0, 4))
   assert reference[0]["crops"].shape == (4, 2, 32, 32, 3)
   assert reference[0]["crop_sizes"].shape == (4, 2, 2)
   assert not np.array_equal(reference[0]["crops"][:, 0], reference[0]["crops"][:, 1])
   two_workers = list(stream.step_batches(make(0, 1), 0, 4, workers=2))
+  three_threads = list(stream.step_batches(make(0, 1, threads=3), 0, 4))
   halves = [list(stream.step_batches(make(p, 2), 0, 4)) for p in (0, 1)]
-  for want, got, first, second in zip(reference, two_workers, *halves, strict=True):
+  for want, got, threaded, first, second in zip(reference, two_workers, three_threads, *halves,
+                                                strict=True):
     for key in ("crops", "crop_sizes"):
       assert got[key].tobytes() == want[key].tobytes()
+      assert threaded[key].tobytes() == want[key].tobytes()
       assert np.concatenate([first[key], second[key]]).tobytes() == want[key].tobytes()
 
 
@@ -175,10 +178,12 @@ def test_a_corrupt_jpeg_stops_the_step_that_reads_it_naming_the_record(tmp_path)
   bad = tmp_path / "src" / "train" / "dog" / "00002.jpg"
   bad.write_bytes(bad.read_bytes()[:300])
   convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"))
-  batches = stream.StepBatches(str(tmp_path / "ar"), "train", 0, 8, crop=(16, (0.2, 1.0)))
-  with pytest.raises(ValueError, match=r"record 6 of .*/train \(train/dog/00002.jpg\): not a "
-                     "readable image"):
-    batches(0)
+  for threads in (1, 3):  # A decode thread's error reaches the step that reads the batch.
+    batches = stream.StepBatches(str(tmp_path / "ar"), "train", 0, 8, crop=(16, (0.2, 1.0)),
+                                 threads=threads)
+    with pytest.raises(ValueError, match=r"record 6 of .*/train \(train/dog/00002.jpg\): not "
+                       "a readable image"):
+      batches(0)
 
 
 @pytest.fixture(scope="module")

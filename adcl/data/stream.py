@@ -18,6 +18,8 @@ once and only as far as the crops need and at most twice the training size a sid
 (adcl/data/decode_crop.py), for the device to resize and to do the rest of the views.
 """
 
+import concurrent.futures
+import os
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -52,14 +54,17 @@ class StepBatches:
   """step -> this process's batch of that step: {'labels': int32 [B / P], 'indices': int64
   [B / P] (the records read), and 'images': uint8 [B / P, H, W, C] for raw records, or for
   encoded ones 'crops': uint8 [B / P, 2, 2 * size, 2 * size, C], each image's two crop regions
-  (adcl.data.decode_crop.decode_crops), and 'crop_sizes': int32 [B / P, 2, 2]}. Picklable (Grain's workers get a copy and
-  open the shards themselves).
+  (adcl.data.decode_crop.decode_crops), and 'crop_sizes': int32 [B / P, 2, 2]}. Picklable
+  (Grain's workers get a copy and open the shards themselves).
 
-  `crop` (size, (min, max) area fraction) is required for encoded records."""
+  `crop` (size, (min, max) area fraction) is required for encoded records. `threads` decode a
+  batch's encoded images side by side (0: one per core this process may run on): Pillow and
+  numpy release Python's lock while they decode and copy, so they scale with the cores, and
+  a batch is still the same bytes."""
 
   def __init__(self, directory: str, split: str, seed: int, global_batch: int,
                process_index: int = 0, process_count: int = 1,
-               crop: Optional[tuple[int, Sequence[float]]] = None):
+               crop: Optional[tuple[int, Sequence[float]]] = None, threads: int = 1):
     if global_batch % process_count:
       raise ValueError(f"config.train.batch_size={global_batch} is not a multiple of the "
                        f"{process_count} processes")
@@ -68,6 +73,8 @@ class StepBatches:
     local = global_batch // process_count
     self.rows = range(process_index * local, (process_index + 1) * local)
     self._records = None
+    self.threads = threads or len(os.sched_getaffinity(0))
+    self._pool = self._decode_threads()
     manifest = records.read_manifest(directory, split)  # Fails here, before any step runs.
     self.encoded, self.crop = manifest["encoding"] == "encoded", crop
     if self.encoded and not crop:
@@ -76,8 +83,17 @@ class StepBatches:
     self.num_records = manifest["records"]
     pipeline.steps_per_epoch(self.num_records, global_batch)  # A batch larger than the split.
 
+  def _decode_threads(self) -> Optional[concurrent.futures.ThreadPoolExecutor]:
+    """One pool for every batch of this process (Grain's threads make two at a time)."""
+    return concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
   def __getstate__(self):
-    return {**self.__dict__, "_records": None}  # Each process opens its own readers.
+    # Each process opens its own readers and threads.
+    return {**self.__dict__, "_records": None, "_pool": None}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._pool = self._decode_threads()
 
   def __call__(self, step: int) -> dict:
     if self._records is None:
@@ -91,10 +107,19 @@ class StepBatches:
       channels = self._records.manifest["channels"]
       batch["crops"] = np.zeros((len(read), VIEWS, 2 * size, 2 * size, channels), np.uint8)
       batch["crop_sizes"] = np.zeros((len(read), VIEWS, 2), np.int32)
-      for k, (row, i, (_, name, pixels)) in enumerate(zip(self.rows, indices, read)):
+
+      def crop(k, row, i, name, pixels):  # Image k of the batch, into its own rows.
         self._records.crops(name, pixels, int(i), decode_crop.view_generator(
             self.seed, int(step), row), VIEWS, size, scale,
             out=(batch["crops"][k], batch["crop_sizes"][k]))
+
+      jobs = [(k, row, i, name, pixels)
+              for k, (row, i, (_, name, pixels)) in enumerate(zip(self.rows, indices, read))]
+      if self._pool is not None:
+        list(self._pool.map(lambda job: crop(*job), jobs))  # Raises what a decode raised.
+      else:
+        for job in jobs:
+          crop(*job)
     else:
       batch["images"] = np.stack([self._records.decode(name, pixels, int(i))
                                   for i, (_, name, pixels) in zip(indices, read)])
@@ -103,8 +128,9 @@ class StepBatches:
 
 def step_batches(batches: StepBatches, start_step: int, num_steps: int, workers: int = 0,
                  prefetch: int = 2) -> Iterator[dict]:
-  """The batches of steps [start_step, num_steps) in order, made by `workers` Grain worker
-  processes (0: in this process, by `prefetch` threads)."""
+  """The batches of steps [start_step, num_steps) in order, made `prefetch` at a time ahead of
+  their use, in this process or, with `workers`, in each of that many Grain worker processes
+  (each batch's images decoded by `batches.threads` threads)."""
   import grain.python as grain
 
   dataset = grain.MapDataset.range(start_step, num_steps).map(batches)
@@ -124,11 +150,13 @@ def train_batches(config, start_step: int, num_steps: int, process_index: int = 
   """data.source 'records': this process's part of the batches of steps [start_step,
   num_steps) for the device views, as adcl.data.pipeline.train_images is for in-memory data:
   {'images'} uint8 [B / P, H, W, C] of raw records or {'crops', 'crop_sizes'} of encoded ones
-  (StepBatches'), made ahead of the step by data.workers Grain workers."""
+  (StepBatches'), made ahead of the step, each by data.threads threads (in data.workers Grain
+  worker processes, if any)."""
   data = config.data
   batches = StepBatches(data.data_dir, data.train_split, config.seed, config.train.batch_size,
                         process_index, process_count,
-                        crop=(data.image_size, tuple(data.views.crop_scale)))
+                        crop=(data.image_size, tuple(data.views.crop_scale)),
+                        threads=data.threads)
   for batch in step_batches(batches, start_step, num_steps, workers=data.workers):
     yield {key: batch[key] for key in ("images", "crops", "crop_sizes") if key in batch}
 
