@@ -140,7 +140,8 @@ def device_views(config: ml_collections.ConfigDict, channels: int) -> Callable:
   """`views(batch, key) -> (view1, view2)` of config.data, for the compiled step: from
   batch['images'] (uint8 [N, H, W, C]: the whole views, adcl.data.views.two_views) or
   batch['crops'] and batch['crop_sizes'] (uint8 [N, 2, R, R, C] regions cut on the host from
-  encoded records, and their int32 [N, 2, 2] sizes: adcl.data.views.views_of_crops). Which one is fixed when the step is traced."""
+  encoded records, and their int32 [N, 2, 2] sizes: adcl.data.views.views_of_crops). Which
+  one is fixed when the step is traced."""
   mean, std = normalize.normalization(config.data, channels)
 
   def views(batch: dict, key: jax.Array):

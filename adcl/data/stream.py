@@ -115,11 +115,8 @@ class StepBatches:
 
       jobs = [(k, row, i, name, pixels)
               for k, (row, i, (_, name, pixels)) in enumerate(zip(self.rows, indices, read))]
-      if self._pool is not None:
-        list(self._pool.map(lambda job: crop(*job), jobs))  # Raises what a decode raised.
-      else:
-        for job in jobs:
-          crop(*job)
+      run = map if self._pool is None else self._pool.map  # Both raise what a decode raised.
+      list(run(lambda job: crop(*job), jobs))
     else:
       batch["images"] = np.stack([self._records.decode(name, pixels, int(i))
                                   for i, (_, name, pixels) in zip(indices, read)])
