@@ -146,7 +146,9 @@ def step_batches_rates(jpegs: list, size: int, scale, batch: int, rounds: int, t
       cpu, wall = process_tree.cpu_s(os.getpid()), time.perf_counter()
       for _ in range(timed):
         next(made)
-      rates[name] = timed * batch / (process_tree.cpu_s(os.getpid()) - cpu)
+      # /proc counts CPU in clock ticks: a toy run may take less than one.
+      tick = 1 / os.sysconf("SC_CLK_TCK")
+      rates[name] = timed * batch / max(process_tree.cpu_s(os.getpid()) - cpu, tick)
       if name == "grain_threads":
         rates["grain_threads_wall"] = timed * batch / (time.perf_counter() - wall)
       del made
