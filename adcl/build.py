@@ -153,6 +153,27 @@ def device_views(config: ml_collections.ConfigDict, channels: int) -> Callable:
   return views
 
 
+def step_batch_shapes(config: ml_collections.ConfigDict, source_shape: tuple, batch_size: int,
+                      sharding, encoded: bool = False) -> dict:
+  """The global batch the compiled step takes (make_train_step's `batch`), as
+  jax.ShapeDtypeStructs on `sharding`: what to lower the step with when no data is at hand.
+
+  source_shape: (H, W, C) of the source's images (only C counts for `encoded` records, whose
+    images the host cuts into crop regions of at most twice data.image_size a side).
+  Returns {'view1', 'view2'} float32 [B, S, S, C] for host views; for device views
+  {'images'} uint8 [B, H, W, C], or with `encoded` {'crops'} uint8 [B, 2, 2S, 2S, C] and
+  {'crop_sizes'} int32 [B, 2, 2] (adcl.data.stream.StepBatches).
+  """
+  size, channels = config.data.image_size, source_shape[-1]
+  shape = lambda dims, dtype: jax.ShapeDtypeStruct((batch_size, *dims), dtype, sharding=sharding)
+  if views_on(config) == "host":
+    return {key: shape((size, size, channels), jnp.float32) for key in ("view1", "view2")}
+  if encoded:
+    return {"crops": shape((2, 2 * size, 2 * size, channels), jnp.uint8),
+            "crop_sizes": shape((2, 2), jnp.int32)}
+  return {"images": shape(tuple(source_shape), jnp.uint8)}
+
+
 @dataclasses.dataclass
 class Restored:
   """One checkpoint of a workdir, for inference: its config, model and frozen variables."""

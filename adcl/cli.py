@@ -6,7 +6,8 @@
 
 `run` does, before jax starts a backend: adcl's XLA:CPU defaults (adcl/xla_cpu.py; importing
 adcl changes nothing, the command does it), glibc's mmap threshold held fixed
-(fix_mmap_threshold) and TensorFlow's C++ log level. Then it parses the
+(fix_mmap_threshold), TensorFlow's C++ log level, and jax kept off the TPU runtime on a host
+with libtpu but no TPU chip (adcl.tpu.skip_absent_runtime). Then it parses the
 flags (a bad `--config.KEY` override or a config file that fails to load: one line), filters
 the console log (adcl's own INFO lines, other libraries' warnings only) and turns every
 expected failure into one line on stderr and an exit code:
@@ -23,7 +24,7 @@ import os
 import sys
 from typing import Callable
 
-from adcl import errors, xla_cpu
+from adcl import errors, tpu, xla_cpu
 
 EXPECTED = (ValueError, OSError, errors.NonFiniteLoss, errors.MissingDependency)
 
@@ -111,6 +112,7 @@ def run(main: Callable[[list[str]], None], program: str) -> None:
   from absl import app, logging
 
   xla_cpu.apply_defaults()  # Before any jax computation: XLA reads XLA_FLAGS once.
+  tpu.skip_absent_runtime()  # Also before: jax reads JAX_PLATFORMS when it starts.
   fix_mmap_threshold()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sys.unraisablehook = _unraisable_quietly

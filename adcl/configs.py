@@ -29,6 +29,10 @@ NORMALIZATION = {
 TINY_IMAGENET_DIR = "data/tiny-imagenet-200"
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "tiny_imagenet": 100_000,
                 "fashion_mnist": 60_000, "imagenet100": 126_689, "imagenet2012": 1_281_167}
+# (H, W, C) of the images the fixed-size datasets hold (ImageNet's vary: they are cropped on
+# the host); what the TPU preflight compiles for when the data is not at hand.
+IMAGE_SHAPES = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "tiny_imagenet": (64, 64, 3),
+                "fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1)}
 # ImageNet as converted records (python -m adcl.data.convert; docs/data.md): where the
 # recipes look by default. ImageNet-100 is the 100 classes of configs/imagenet100_classes.txt.
 IMAGENET_RECORDS = {"imagenet100": "data/imagenet100_records",
@@ -337,11 +341,13 @@ def flatten(nested, prefix: str = "") -> dict:
   return flat
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
+def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
+             check_data: bool = True) -> None:
   """Raise ValueError naming the key for any value that cannot run. Builds nothing.
 
   Every key of DOMAINS is checked against its domain; then the rules that tie keys together
-  (shapes, divisibility, files) follow.
+  (shapes, divisibility, files) follow. `check_data` False skips whether the data's folders
+  exist (the TPU preflight compiles a recipe where its data is not).
   """
 
   def fail(key, message):
@@ -351,7 +357,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     value = lookup(config, key)
     if not test(value):
       fail(key, f"must be {expected}, got {value!r}")
-  if config.data.source == "idx" and not os.path.isdir(config.data.data_dir):
+  if check_data and config.data.source == "idx" and not os.path.isdir(config.data.data_dir):
     fail("data.data_dir", f"IDX directory {config.data.data_dir!r} does not exist "
          "(Debian: apt-get install dataset-fashion-mnist; or use --config.data.source=tfds)")
   if config.data.source == "records" and config.data.val_fraction:
@@ -360,10 +366,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   if config.data.source == "records" and config.data.views_on == "host":
     fail("data.views_on", "records are cropped on the host and viewed on the device; use "
          "'device' (or 'auto')")
-  if config.data.source in ("npz", "folder", "records") and not os.path.isdir(
+  if check_data and config.data.source in ("npz", "folder", "records") and not os.path.isdir(
       config.data.data_dir):
     fail("data.data_dir", f"{config.data.source} directory {config.data.data_dir!r} does not exist")
-  if config.data.source == "tfds" and config.data.data_dir and not (
+  if check_data and config.data.source == "tfds" and config.data.data_dir and not (
       config.data.data_dir.startswith("gs://") or os.path.isdir(config.data.data_dir)):
     fail("data.data_dir", f"TFDS data directory {config.data.data_dir!r} does not exist")
   if len(config.data.mean) != len(config.data.std):

@@ -10,6 +10,9 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite runs on the CPU; libtpu is installed for the TPU preflight's compiles only
+# (tests/test_compile.py), which need no TPU runtime.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # One persistent compilation cache for the whole test run, shared by the xdist workers and the
 # command-line processes the tests start: many processes compile the same tiny programs (a run

@@ -1,0 +1,361 @@
+"""`python -m adcl.compile --config configs/X.py --topology v4-32 [--config.KEY=VALUE ...]`:
+the TPU preflight.
+
+Compiles the training step that `adcl.train` would run for the config (the same build: model,
+attack, views, loss, optimiser and batch form) for a Cloud TPU slice that is not here, with the
+TPU compiler (libtpu) on any host, and prints what a paid slice would otherwise tell: whether it
+fits in each chip's HBM, the FLOPs of a step, the compiler's own roofline bound on its time,
+and how long the compile took. `--embed` does the same for the evaluation's embedding
+function, `--max_batch` finds the largest global batch that fits, `--out FILE` writes the
+report as JSON. Nothing runs: no data is read and no TPU is needed.
+
+A separate command rather than a mode of adcl.train: it needs neither the data nor a workdir,
+and what it reports is a table, not a run.
+"""
+
+import dataclasses
+import json
+import re
+import time
+from typing import Optional
+
+from absl import flags, logging
+
+from adcl import cli, errors, tpu
+
+# What the preflight asks of the TPU compiler by default: its least effort at minimising the
+# step's run time. Measured on the ResNet-50 224 px steps (docs/launching.md): 3-6x faster
+# compiles, the same argument and output buffers, temporaries within 0.2% of a full compile's;
+# FLOPs are the program's and do not change. `full=True` compiles as training does.
+QUICK_OPTIONS = {"exec_time_optimization_effort": -1.0}
+
+# Per-chip batches the --max_batch search tries are multiples of this (the TPU's tiles: a batch
+# of 8k fills them; a finer answer would not be used).
+BATCH_GRANULE = 8
+
+
+@dataclasses.dataclass
+class Report:
+  """One compiled program on one slice. Bytes and FLOPs are per chip: the program is the same
+  on each (SPMD), each with its share of the batch."""
+
+  program: str  # 'train_step' or 'embed'.
+  topology: str
+  libtpu_topology: str
+  device_kind: str
+  chips: int
+  hosts: int
+  global_batch: int
+  batch_per_chip: int
+  batch_form: str  # What the step is fed ('images', 'crops', 'views'), with its shape.
+  hbm_bytes: int
+  peak_flops: float  # The chip's dense bfloat16 FLOP/s.
+  argument_bytes: int
+  output_bytes: int
+  alias_bytes: int  # Outputs that reuse their argument's buffer (the donated state).
+  temp_bytes: int
+  code_bytes: int
+  flops: float  # Per chip, per step.
+  # The compiler's roofline estimate of one step; 0 where it gives none (it gives a negative
+  # number for programs it cannot cost, as for the ResNet-50 steps).
+  optimal_seconds: float
+  compile_seconds: float
+  full_compile: bool  # Compiled as training compiles (else QUICK_OPTIONS).
+
+  @property
+  def in_use_bytes(self) -> int:
+    """HBM a chip holds while the step runs: arguments, outputs not aliased to them, temporaries
+    and the program itself."""
+    return (self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+            + self.code_bytes)
+
+  @property
+  def fits(self) -> bool:
+    return self.in_use_bytes <= self.hbm_bytes
+
+  @property
+  def compute_seconds(self) -> float:
+    """One step's FLOPs at the chip's peak rate: the least time any schedule can take."""
+    return self.flops / self.peak_flops
+
+  @property
+  def bound_seconds(self) -> float:
+    """The larger of the compiler's estimate and the compute time."""
+    return max(self.optimal_seconds, self.compute_seconds)
+
+  @property
+  def images_per_s_bound(self) -> float:
+    """Source images a second at bound_seconds a step: a bound, not a forecast."""
+    return self.global_batch / self.bound_seconds if self.bound_seconds > 0 else 0.0
+
+  def as_dict(self) -> dict:
+    return {**dataclasses.asdict(self), "in_use_bytes": self.in_use_bytes, "fits": self.fits,
+            "compute_seconds": self.compute_seconds,
+            "images_per_s_bound": self.images_per_s_bound}
+
+
+class DoesNotFit(ValueError):
+  """The compiled program needs more HBM than the chip has."""
+
+  def __init__(self, message: str, needed_bytes: Optional[int]):
+    super().__init__(message)
+    self.needed_bytes = needed_bytes
+
+
+def source_shape(config) -> tuple[tuple, bool]:
+  """((H, W, C) of the source's images, whether they are encoded records the host crops).
+
+  Records: their manifest where DATA_DIR has one, else encoded RGB (converted image folders,
+  as the ImageNet recipes read). Other sources: data.load_size where set, else the dataset's
+  known shape (configs.IMAGE_SHAPES).
+  """
+  from adcl import configs
+  from adcl.data import records
+
+  data = config.data
+  if data.source == "records":
+    try:
+      manifest = records.read_manifest(data.data_dir, data.train_split)
+    except (OSError, ValueError):
+      return (data.image_size, data.image_size, 3), True
+    if manifest["encoding"] == "encoded":
+      return (data.image_size, data.image_size, manifest["channels"]), True
+    return tuple(manifest["shape"]), False
+  known = configs.IMAGE_SHAPES.get(data.name)
+  if data.load_size and known:
+    return (data.load_size, data.load_size, known[-1]), False
+  if known is None:
+    raise ValueError(f"config.data.name: {data.name!r} has no known image shape; the preflight "
+                     f"knows {', '.join(sorted(configs.IMAGE_SHAPES))} and converted records")
+  return known, False
+
+
+# The TPU compiler's out-of-memory messages, in the forms libtpu has used: 'the total memory
+# required for HLO temporaries (16.35T) exceeds available HBM (15.75G)' and 'Used 40.52G of
+# 31.25G hbm'.
+_HBM_NEEDED = (re.compile(r"\(([\d.]+)([KMGT]?)\) exceeds available HBM"),
+               re.compile(r"Used ([\d.]+)([KMGT]?) of [\d.]+[KMGT]? hbm"))
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def needed_bytes(message: str) -> Optional[int]:
+  """The HBM a program needed, from the TPU compiler's out-of-memory message; None if the
+  message does not say."""
+  for pattern in _HBM_NEEDED:
+    match = pattern.search(message)
+    if match:
+      return int(float(match.group(1)) * _UNITS[match.group(2)])
+  return None
+
+
+def gib(count: float) -> str:
+  return f"{count / tpu.GIB:.2f} GiB"
+
+
+def _too_large(config, tpu_slice: tpu.Slice, program: str, batch: int,
+               needed: Optional[int]) -> DoesNotFit:
+  chip = tpu_slice.generation
+  need = f"needs {gib(needed)} of HBM per chip" if needed else "does not fit in HBM"
+  return DoesNotFit(
+      f"{program} at global batch {batch} ({batch // tpu_slice.chips} a chip) on "
+      f"{tpu_slice.name} {need}; a {chip.device_kind} chip has {chip.hbm_gib:g} GiB: lower "
+      f"train.batch_size (--max_batch finds the largest that fits), use a larger slice"
+      + ("" if config.model.remat else ", or set model.remat=True"), needed)
+
+
+def compile_program(config, tpu_slice: tpu.Slice, batch: Optional[int] = None,
+                    program: str = "train_step", full: bool = False) -> Report:
+  """Compile `program` of `config` for `tpu_slice` at global batch `batch` (default: the
+  config's train.batch_size, or eval.batch_size for 'embed'): its Report, or DoesNotFit.
+  `full`: with the compiler's default effort, as training compiles (else QUICK_OPTIONS)."""
+  import jax
+  from adcl import build, configs
+
+  is_step = program == "train_step"
+  batch = int(batch or (config.train.batch_size if is_step else config.eval.batch_size))
+  config = config.copy_and_resolve_references()
+  config.train.batch_size = batch if is_step else config.train.batch_size
+  config.eval.batch_size = config.eval.batch_size if is_step else batch
+  configs.validate(config, tpu_slice.chips, tpu_slice.hosts, check_data=False)
+  shape, encoded = source_shape(config)
+  size = config.data.image_size
+  per_epoch = max(1, configs.TRAIN_IMAGES.get(config.data.name, 100 * batch) // batch)
+  steps = config.train.num_steps or config.train.num_epochs * per_epoch
+  mesh = build.step_lib.data_mesh(tpu.devices(tpu_slice))
+  trainer = build.trainer(config, (size, size, shape[-1]), per_epoch, steps, mesh=mesh)
+  state = trainer.abstract_state()
+  if is_step:
+    inputs = build.step_batch_shapes(config, shape, batch, trainer.data_sharding, encoded)
+    function, arguments = trainer.train_step, (state, inputs)
+    form = " ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in inputs.items())
+  else:
+    images = jax.ShapeDtypeStruct((batch, size, size, shape[-1]), jax.numpy.float32,
+                                  sharding=trainer.data_sharding)
+    function, arguments = trainer.embed_fn(), (state.params, state.batch_stats, images)
+    form = f"images float32{list(images.shape)}"
+  start = time.perf_counter()
+  try:
+    compiled = function.lower(*arguments).compile(None if full else dict(QUICK_OPTIONS))
+  except Exception as error:  # The TPU compiler's out-of-memory is a runtime error.
+    if "RESOURCE_EXHAUSTED" not in str(error) and "hbm" not in str(error).lower():
+      raise
+    raise _too_large(config, tpu_slice, program, batch, needed_bytes(str(error))) from None
+  seconds = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  report = Report(
+      program=program, topology=tpu_slice.name, libtpu_topology=tpu_slice.topology_name,
+      device_kind=tpu_slice.generation.device_kind, chips=tpu_slice.chips,
+      hosts=tpu_slice.hosts, global_batch=batch, batch_per_chip=batch // tpu_slice.chips,
+      batch_form=form, hbm_bytes=tpu_slice.hbm_bytes,
+      peak_flops=tpu_slice.generation.peak_tflops * 1e12,
+      argument_bytes=int(memory.argument_size_in_bytes),
+      output_bytes=int(memory.output_size_in_bytes),
+      alias_bytes=int(memory.alias_size_in_bytes), temp_bytes=int(memory.temp_size_in_bytes),
+      code_bytes=int(memory.generated_code_size_in_bytes), flops=float(cost.get("flops", 0.0)),
+      optimal_seconds=max(0.0, float(cost.get("optimal_seconds", 0.0))),
+      compile_seconds=seconds, full_compile=full)
+  if not report.fits:
+    raise _too_large(config, tpu_slice, program, batch, report.in_use_bytes)
+  return report
+
+
+def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: bool = False,
+              progress=logging.info) -> tuple[int, list]:
+  """The largest global batch of `program` that fits in the slice's HBM, a multiple of
+  BATCH_GRANULE images per chip (0 if not even that fits), and [(batch, fits, bytes needed or
+  None)] of each compile it took.
+
+  HBM grows about linearly with the batch, so each compile's need (from the report, or the
+  compiler's out-of-memory message) gives a line through the two nearest batches, and the next
+  batch tried is where that line meets the chip's HBM; a bisection step where the line says
+  nothing new. It ends when a fitting batch and one a granule larger that does not are known.
+  """
+  chips, granule = tpu_slice.chips, BATCH_GRANULE
+  default = config.train.batch_size if program == "train_step" else config.eval.batch_size
+  tried, fits_at, fails_at = {}, 0, None
+
+  def attempt(per_chip: int) -> None:
+    nonlocal fits_at, fails_at
+    try:
+      report = compile_program(config, tpu_slice, per_chip * chips, program, full)
+      tried[per_chip] = (True, report.in_use_bytes)
+      fits_at = max(fits_at, per_chip)
+    except DoesNotFit as error:
+      tried[per_chip] = (False, error.needed_bytes)
+      fails_at = per_chip if fails_at is None else min(fails_at, per_chip)
+    progress("%s on %s: batch %d (%d a chip) %s", program, tpu_slice.name, per_chip * chips,
+             per_chip, "fits" if tried[per_chip][0] else "does not fit")
+
+  def predicted() -> Optional[int]:
+    known = sorted((b, need) for b, (_, need) in tried.items() if need)
+    if len(known) < 2:
+      return None
+    (b0, n0), (b1, n1) = known[-2:] if fails_at is None else sorted(
+        known, key=lambda item: abs(item[0] - fails_at))[:2]
+    if b1 == b0 or n1 == n0:
+      return None
+    slope = (n1 - n0) / (b1 - b0)
+    return int((tpu_slice.hbm_bytes - n0) / slope + b0) // granule * granule
+
+  per_chip = max(granule, default // chips // granule * granule)
+  attempt(per_chip)
+  while fails_at is None:  # Grow until one does not fit.
+    guess = predicted()
+    per_chip = max(per_chip * 2, guess + granule if guess else 0)
+    attempt(per_chip)
+  if fits_at == 0:
+    attempt(granule)
+  while fits_at and fails_at - fits_at > granule:
+    guess, middle = predicted(), (fits_at + fails_at) // 2 // granule * granule
+    candidate = guess if guess and fits_at < guess < fails_at else middle
+    candidate = min(max(candidate, fits_at + granule), fails_at - granule)
+    if candidate in tried:
+      candidate = middle
+    attempt(candidate)
+  history = [(b * chips, ok, need) for b, (ok, need) in sorted(tried.items())]
+  return fits_at * chips, history
+
+
+ROWS = (("topology", lambda r: f"{r.topology} ({r.libtpu_topology}, {r.device_kind})"),
+        ("chips / hosts", lambda r: f"{r.chips} / {r.hosts}"),
+        ("global batch (per chip)", lambda r: f"{r.global_batch} ({r.batch_per_chip})"),
+        ("step input", lambda r: r.batch_form),
+        ("HBM per chip in use", lambda r: f"{gib(r.in_use_bytes)} of {gib(r.hbm_bytes)} "
+                                          f"({100 * r.in_use_bytes / r.hbm_bytes:.0f}%)"),
+        ("  arguments / outputs", lambda r: f"{gib(r.argument_bytes)} / {gib(r.output_bytes)} "
+                                            f"({gib(r.alias_bytes)} aliased)"),
+        ("  temporaries / program", lambda r: f"{gib(r.temp_bytes)} / {gib(r.code_bytes)}"),
+        ("GFLOP per chip per step", lambda r: f"{r.flops / 1e9:.1f}"),
+        ("step at peak FLOP/s", lambda r: f"{r.compute_seconds * 1e3:.2f} ms "
+                                          f"({r.peak_flops / 1e12:g} TFLOP/s)"),
+        ("compiler's optimal step", lambda r: f"{r.optimal_seconds * 1e3:.2f} ms"
+         if r.optimal_seconds else "not given"),
+        ("images/s bound", lambda r: f"{r.images_per_s_bound:,.0f}"),
+        ("compile time", lambda r: f"{r.compile_seconds:.1f} s "
+                                   f"({'full' if r.full_compile else 'quick'})"))
+
+
+def table(report: Report) -> str:
+  """The report as two aligned columns, headed by the program."""
+  width = max(len(name) for name, _ in ROWS)
+  lines = [f"{report.program} on {report.topology}"]
+  lines += [f"  {name:<{width}}  {value(report)}" for name, value in ROWS]
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UsageError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  tpu_slice = tpu.get_slice(f.topology)
+  if not tpu.compiler_available():
+    raise errors.MissingDependency(tpu.INSTALL_HINT)
+  programs = ["train_step"] + (["embed"] if f.embed else [])
+  from ml_collections import config_flags
+
+  result = {"config": config_flags.get_config_filename(f["config"]),
+            "overrides": config_flags.get_override_values(f["config"]), "reports": []}
+  for program in programs:
+    if f.max_batch:
+      largest, history = max_batch(f.config, tpu_slice, program, f.full_compile)
+      print(f"{program} on {tpu_slice.name}: the largest global batch that fits is {largest} "
+            f"({largest // tpu_slice.chips} a chip; {len(history)} compiles)")
+      result.setdefault("max_batch", {})[program] = {"batch": largest, "tried": history}
+      if not largest:
+        continue
+      report = compile_program(f.config, tpu_slice, largest, program, f.full_compile)
+    else:
+      report = compile_program(f.config, tpu_slice, program=program, full=f.full_compile)
+    print(table(report))
+    result["reports"].append(report.as_dict())
+  if f.out:
+    from adcl import paths
+    paths.write_atomic(paths.resolve(f.out), json.dumps(result, indent=1))
+    print(f"wrote {f.out}")
+
+
+def define_flags(flag_values=None) -> None:
+  from ml_collections import config_flags
+
+  fv = flags.FLAGS if flag_values is None else flag_values
+  config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True,
+                                  flag_values=fv)
+  flags.DEFINE_string("topology", "v4-8", "Cloud TPU slice name: " + ", ".join(
+      tpu.known_slices()) + ".", flag_values=fv)
+  flags.DEFINE_bool("embed", False, "Also compile the evaluation's embedding function at "
+                    "eval.batch_size.", flag_values=fv)
+  flags.DEFINE_bool("max_batch", False, "Find the largest global batch that fits (a few "
+                    "compiles), then report at that batch.", flag_values=fv)
+  flags.DEFINE_bool("full_compile", False, "Compile with the TPU compiler's default effort, "
+                    "as training does (minutes for ResNet-50 on a small host), instead of its "
+                    "least run-time optimisation effort (the same buffers within 0.2%).",
+                    flag_values=fv)
+  flags.DEFINE_string("out", None, "Also write the report here as JSON.", flag_values=fv)
+  flags.mark_flags_as_required(["config"], flag_values=fv)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main, "adcl.compile")

@@ -1,0 +1,132 @@
+"""The TPU preflight (adcl.compile): the real steps compiled by the TPU compiler for slices
+that are not here, what it reports, and its one-line refusals."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from adcl import build, compile as preflight, configs, tpu
+from adcl.step import data_mesh
+from conftest import REPO, cli_env
+
+
+def test_slice_names_give_chips_hosts_and_libtpu_topologies():
+  v4 = tpu.get_slice("v4-32")  # v4 names count TensorCores: 2 a chip.
+  assert (v4.chips, v4.hosts, v4.topology_name, v4.host_bounds()) == (16, 4, "v4:2x2x4",
+                                                                      (2, 2, 1))
+  v5e = tpu.get_slice("v5litepod-8")  # v5e names count chips; up to 8 on one host.
+  assert (v5e.name, v5e.chips, v5e.hosts, v5e.topology_name) == ("v5e-8", 8, 1, "v5e:2x4")
+  assert tpu.get_slice("v6e-256").wrap() == (True, True, False)
+  assert tpu.get_slice("v5p-8").hbm_bytes == 95 * 2**30
+  for bad in ("v4-6", "v7-8", "v4", "tpu"):
+    with pytest.raises(ValueError, match="unknown TPU slice .* known: v4-8, v4-16"):
+      tpu.get_slice(bad)
+  assert all(tpu.get_slice(name).name == name for name in tpu.known_slices())
+
+
+def test_a_host_without_chips_keeps_jax_off_the_tpu_runtime(tmp_path):
+  """libtpu is installed here (the suite compiles with it) and this host has no TPU chip."""
+  assert tpu.compiler_available()
+  pci = tmp_path / "pci"
+  (pci / "0000:00:04.0").mkdir(parents=True)
+  (pci / "0000:00:04.0" / "vendor").write_text("0x1af4\n")  # Not Google's.
+  environ = {}
+  assert tpu.skip_absent_runtime(environ, str(pci)) and environ["JAX_PLATFORMS"] in (
+      "cpu", "cuda,cpu")
+  chosen = {"JAX_PLATFORMS": "tpu"}
+  assert not tpu.skip_absent_runtime(chosen, str(pci)) and chosen["JAX_PLATFORMS"] == "tpu"
+  (pci / "0000:00:05.0").mkdir()
+  (pci / "0000:00:05.0" / "vendor").write_text("0x1ae0\n")  # A TPU chip.
+  assert tpu.attached_chips(str(pci)) == 1 and not tpu.skip_absent_runtime({}, str(pci))
+
+
+def quickstart():
+  from configs import quickstart as recipe
+  return recipe.get_config()
+
+
+def test_the_quickstart_clae_step_compiles_for_a_tpu_slice_as_the_cpu_counts_it():
+  """The step adcl.train runs, compiled for 4 v4 chips: memory fields positive and within a
+  chip, and per chip the FLOPs that XLA counts for the same step at the chip's share of the
+  batch on one CPU device (the TPU compiler fuses and pads differently: within 25%)."""
+  config = quickstart()
+  config.train.batch_size = 256
+  report = preflight.compile_program(config, tpu.get_slice("v4-8"))
+  assert (report.chips, report.global_batch, report.batch_per_chip) == (4, 256, 64)
+  assert report.batch_form == "images uint8[256, 28, 28, 1]"
+  assert min(report.argument_bytes, report.output_bytes, report.temp_bytes,
+             report.alias_bytes) > 0 and report.fits
+  assert report.alias_bytes <= report.argument_bytes  # The donated state.
+  assert report.optimal_seconds > 0 and report.images_per_s_bound > 0
+
+  cpu = build.trainer(config, (20, 20, 1), 100, 1000, mesh=data_mesh(jax.devices()[:1]))
+  batch = build.step_batch_shapes(config, (28, 28, 1), 64, cpu.data_sharding)
+  cpu_flops = cpu.train_step.lower(cpu.abstract_state(), batch).cost_analysis()["flops"]
+  assert 0.75 < report.flops / cpu_flops < 1.25, (report.flops, cpu_flops)
+
+
+def run_preflight(*args):
+  return subprocess.run([sys.executable, "-m", "adcl.compile", *args], capture_output=True,
+                        text=True, cwd=REPO, env=cli_env(), timeout=600)
+
+
+def records_config(tmp_path, **overrides) -> str:
+  """The ImageNet-100 recipe (encoded records: host-cut crops, views with blur, LARS,
+  bfloat16) at toy size, as a config file."""
+  lines = ["from adcl import configs", "def get_config():",
+           "  c = configs.imagenet_recipe('imagenet100')",
+           "  c.data.image_size, c.model.architecture, c.model.width = 16, 'resnet_small', 8",
+           "  c.model.projector = (32, 16)"]
+  lines += [f"  c.{key} = {value!r}" for key, value in overrides.items()]
+  path = tmp_path / "records_config.py"
+  path.write_text("\n".join(lines + ["  return c"]) + "\n")
+  return str(path)
+
+
+def test_the_preflight_command_compiles_a_records_crops_step_and_refuses_what_cannot_fit(
+    tmp_path):
+  out = tmp_path / "preflight.json"
+  ok = run_preflight("--config", records_config(tmp_path), "--topology", "v5e-4",
+                     "--config.train.batch_size=64", "--out", str(out))
+  assert ok.returncode == 0, ok.stderr[-3000:]
+  assert "HBM per chip in use" in ok.stdout and "images/s bound" in ok.stdout
+  (report,) = json.loads(out.read_text())["reports"]
+  assert report["batch_form"] == ("crops uint8[64, 2, 32, 32, 3] crop_sizes int32[64, 2, 2]")
+  assert report["chips"] == 4 and report["hbm_bytes"] == 16 * 2**30 and report["fits"]
+  assert 0 < report["in_use_bytes"] < report["hbm_bytes"] and report["flops"] > 0
+
+  # 2^20 images of 64 px a chip: far beyond a v5e's 16 GiB.
+  big = run_preflight("--config", records_config(tmp_path, **{"data.image_size": 64}),
+                      "--topology", "v5e-1", f"--config.train.batch_size={2**20}")
+  lines = big.stderr.strip().splitlines()
+  assert big.returncode == 1 and "Traceback" not in big.stderr, big.stderr[-3000:]
+  assert lines[-1].startswith("adcl.compile: error: train_step at global batch 1048576"), lines
+  for fragment in ("GiB of HBM per chip", "TPU v5 lite chip has 16 GiB", "--max_batch"):
+    assert fragment in lines[-1], lines[-1]
+
+  unknown = run_preflight("--config", records_config(tmp_path), "--topology", "v4-6")
+  assert unknown.returncode == 1 and unknown.stderr.strip().splitlines()[-1] == (
+      "adcl.compile: error: unknown TPU slice 'v4-6'; known: " + ", ".join(tpu.known_slices()))
+
+
+def test_max_batch_ends_between_a_batch_that_fits_and_one_a_granule_larger(monkeypatch):
+  """The search on a stand-in compiler whose need is linear in the batch (2 GiB + 60 MiB an
+  image on a 16 GiB chip: 238 a chip fit): the largest multiple of 8 a chip, in few compiles."""
+  v5e = tpu.get_slice("v5e-4")
+
+  def fake_compile(config, tpu_slice, batch, program, full=False):
+    need = 2 * 2**30 + (batch // tpu_slice.chips) * 60 * 2**20
+    if need > tpu_slice.hbm_bytes:
+      raise preflight.DoesNotFit("too large", need)
+    return type("R", (), {"in_use_bytes": need})()
+
+  monkeypatch.setattr(preflight, "compile_program", fake_compile)
+  config = configs.base()
+  config.train.batch_size = 256
+  largest, history = preflight.max_batch(config, v5e, progress=lambda *a: None)
+  assert largest == 232 * 4 and len(history) <= 5, history
+  assert (232 * 4, True) in [h[:2] for h in history] and (240 * 4, False) in [
+      h[:2] for h in history]
