@@ -130,8 +130,11 @@ def devices(tpu_slice: Slice) -> list:
 
   if not attached_chips():
     # libtpu lets one process at a time load it (a lock file for the chips); a host without
-    # chips has none to guard, and preflights may compile side by side.
+    # chips has none to guard, and preflights may compile side by side. Its start-up also
+    # looks for the slice it runs on and prints what it did not find: name this one.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", tpu_slice.name)
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   topology = topologies.get_topology_desc(
       platform="tpu", topology_name=tpu_slice.topology_name,
       chip_config_name=tpu_slice.generation.chip_config,

@@ -7,6 +7,9 @@
 #     bash launch/tpu_vm.sh all          # create, install, train
 #
 # Steps (run one, or `all` = create install train):
+#   preflight  compile CONFIG's step for ACCELERATOR_TYPE here, with no TPU (python -m
+#            adcl.compile): stops before anything is paid for if the batch does not fit in
+#            HBM. create and train run it first (once); SKIP_PREFLIGHT=1 skips it
 #   create   create the TPU VM / slice (SPOT=1 or PREEMPTIBLE=1 for cheaper, interruptible ones)
 #   install  copy this checkout (git HEAD) to every worker and run launch/setup.sh tpu there
 #   train    start training on every worker (--worker=all), in the background; rerun to resume
@@ -21,7 +24,8 @@
 # DATA_DIR (train, optional: data.data_dir, e.g. a gs:// TFDS directory, or converted records
 # on a disk every host mounts, docs/data.md; TFDS_DATA_DIR is its older name); CONFIG_ARG (optional,
 # e.g. clae or baseline for the paper configs); EXTRA_FLAGS (optional, more --config.key=value).
-# DRY_RUN=1 prints every command instead of running it.
+# SKIP_PREFLIGHT=1 (create, train: go on without compiling first). DRY_RUN=1 prints every
+# command instead of running it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -34,8 +38,28 @@ RUNTIME_VERSION="${RUNTIME_VERSION:-tpu-ubuntu2204-base}"
 
 gcloud_tpu() { run gcloud compute tpus tpu-vm "$@" --project="$PROJECT" --zone="$ZONE"; }
 
+PREFLIGHT_DONE=0
+preflight() {
+  [[ "${SKIP_PREFLIGHT:-0}" == 1 || "$PREFLIGHT_DONE" == 1 ]] && return 0
+  need CONFIG
+  [[ -f "$ROOT/${CONFIG#"$ROOT"/}" || -f "$CONFIG" ]] || die "CONFIG=$CONFIG: no such file"
+  local python="$ROOT/.venv/bin/python"
+  [[ -x "$python" ]] || python=python3
+  local args=(-m adcl.compile "--config=$CONFIG${CONFIG_ARG:+:$CONFIG_ARG}"
+              "--topology=$ACCELERATOR_TYPE")
+  if [[ -n "${EXTRA_FLAGS:-}" ]]; then
+    local extra
+    read -r -a extra <<< "$EXTRA_FLAGS"
+    args+=("${extra[@]}")
+  fi
+  (cd "$ROOT" && run "$python" "${args[@]}") || die "the preflight for $ACCELERATOR_TYPE " \
+    "failed (its line above): change the config or the slice, or set SKIP_PREFLIGHT=1"
+  PREFLIGHT_DONE=1
+}
+
 create() {
   need PROJECT ZONE TPU_NAME
+  preflight
   local interruptible=()
   [[ "${SPOT:-0}" == 1 ]] && interruptible=(--spot)
   [[ "${PREEMPTIBLE:-0}" == 1 ]] && interruptible=(--preemptible)
@@ -55,6 +79,7 @@ install() {
 train() {
   need PROJECT ZONE TPU_NAME CONFIG WORKDIR
   [[ "$WORKDIR" == gs://* ]] || die "WORKDIR=$WORKDIR must be a gs:// path shared by every TPU host"
+  preflight
   local config_spec="$CONFIG${CONFIG_ARG:+:$CONFIG_ARG}"
   local flags="--config=$config_spec --workdir=$WORKDIR --distributed"
   local data_dir="${DATA_DIR:-${TFDS_DATA_DIR:-}}"
@@ -83,11 +108,11 @@ delete() {
   gcloud_tpu delete "$TPU_NAME" --quiet
 }
 
-[[ $# -ge 1 ]] || die "give a step: create, install, train, logs, copy, delete or all"
+[[ $# -ge 1 ]] || die "give a step: preflight, create, install, train, logs, copy, delete or all"
 for step in "$@"; do
   case "$step" in
-    create|install|train|logs|copy|delete) "$step" ;;
+    preflight|create|install|train|logs|copy|delete) "$step" ;;
     all) create; install; train ;;
-    *) die "unknown step '$step'; choose create, install, train, logs, copy, delete or all" ;;
+    *) die "unknown step '$step'; choose preflight, create, install, train, logs, copy, delete or all" ;;
   esac
 done
