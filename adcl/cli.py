@@ -16,7 +16,8 @@ expected failure into one line on stderr and an exit code:
   2    errors.UsageError, a bad flag or config override
   130  errors.Stopped by SIGINT; 143 by SIGTERM (checkpointed: rerun to resume)
 
-Anything else is a bug and keeps its traceback.
+Anything else is a bug and keeps its traceback. ADCL_DEBUG=1 prints the traceback of an
+expected failure too, above its one line.
 """
 
 import logging as pylogging
@@ -60,6 +61,14 @@ def one_line(error: BaseException) -> str:
   file that fails to load: where, then why)."""
   lines = [l.strip() for l in str(error).splitlines() if l.strip()] or [type(error).__name__]
   return " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else lines[0]
+
+
+def show_traceback_if_debugging() -> None:
+  """With ADCL_DEBUG=1, the traceback behind the one-line error being handled, on stderr above
+  that line: where an internal ValueError or OSError came from."""
+  if os.environ.get("ADCL_DEBUG") == "1":
+    import traceback
+    traceback.print_exc()
 
 
 def fail(program: str, message: str, code: int):
@@ -124,8 +133,10 @@ def run(main: Callable[[list[str]], None], program: str) -> None:
     except errors.Stopped as stopped:
       fail(program, str(stopped), stopped.exit_code)
     except errors.UsageError as error:
+      show_traceback_if_debugging()
       fail(program, f"error: {one_line(error)}", 2)
     except EXPECTED as error:
+      show_traceback_if_debugging()
       fail(program, f"error: {one_line(error)}", 1)
 
   app.run(guarded, flags_parser=lambda argv: parse_flags(program, argv))

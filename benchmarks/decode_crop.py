@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np
 
-from adcl.data import decode_crop
+from adcl.data import decode_crop, stream
 
 SIZES = ((500, 375), (1600, 1200))
 
@@ -220,7 +220,7 @@ def main():
             "cores_for_target": {k: round(args.target_images_per_s / v, 1)
                                  for k, v in per_core.items()},
             "grain_threads_wall_images_per_s": round(threads_wall, 1),
-            "cores": len(os.sched_getaffinity(0))}
+            "cores": stream.usable_cores()}
   for name in per_core:
     print(f"{name:15s} {per_core[name]:8.1f} images/s per core  "
           f"{result['over_full_decode'][name]:.2f}x a full decode  "

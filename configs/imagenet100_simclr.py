@@ -1,7 +1,7 @@
 """CLAE with the simclr loss on ImageNet-100 (configs/imagenet100_classes.txt: CMC's and solo-learn's
 100 classes): ResNet-50, 224 px, LARS at batch 4096, bfloat16
 (adcl.configs.imagenet_recipe). On a TPU pod slice or a GPU cluster: launch/tpu_vm.sh,
-launch/slurm_gpu.sh (docs/launch.md). Its val split must be in class folders, as train is
+launch/slurm_gpu.sh (docs/launching.md). Its val split must be in class folders, as train is
 (docs/data.md).
 
     python -m adcl.data.convert --source folder --data_dir /path/to/ILSVRC2012 --splits train,val \

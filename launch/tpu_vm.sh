@@ -52,7 +52,7 @@ preflight() {
     read -r -a extra <<< "$EXTRA_FLAGS"
     args+=("${extra[@]}")
   fi
-  (cd "$ROOT" && run "$python" "${args[@]}") || die "the preflight for $ACCELERATOR_TYPE " \
+  (cd "$ROOT" && run "$python" "${args[@]}") || die "the preflight for $ACCELERATOR_TYPE" \
     "failed (its line above): change the config or the slice, or set SKIP_PREFLIGHT=1"
   PREFLIGHT_DONE=1
 }

@@ -2,6 +2,7 @@
 that are not here, what it reports, and its one-line refusals."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -132,3 +133,17 @@ def test_max_batch_ends_between_a_batch_that_fits_and_one_a_granule_larger(monke
   assert largest == 216 * 4 and len(history) <= 4, history
   assert (216 * 4, True) in [h[:2] for h in history] and (224 * 4, False) in [
       h[:2] for h in history]
+
+
+def test_without_libtpu_only_the_preflight_needs_it_and_it_says_how_to_install_it():
+  env = cli_env(PYTHONPATH=os.path.join(REPO, "tests", "without_libtpu"))
+  result = subprocess.run([sys.executable, "-m", "adcl.compile", "--config",
+                           "configs/quickstart.py", "--topology", "v4-8"], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=300)
+  assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+      'adcl.compile: error: the TPU compiler is not installed: pip install -e ".[tpu-compile]" '
+      "(libtpu, for the installed jax)"), result.stderr[-2000:]
+  others = subprocess.run([sys.executable, "-c", "import adcl.train, adcl.evaluate, adcl.tpu; "
+                           "from adcl import tpu; print(tpu.compiler_available())"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+  assert others.returncode == 0 and others.stdout.strip() == "False", others.stderr[-2000:]

@@ -64,6 +64,21 @@ def test_the_error_line_stays_last_when_a_library_thread_logs_later(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == "adcl.late: error: disk full", result.stderr
 
 
+def test_adcl_debug_shows_the_traceback_behind_the_one_line(tmp_path):
+  script = tmp_path / "deep.py"
+  script.write_text(
+      "from adcl import cli\n"
+      "def read_shard():\n"
+      "  raise OSError('shard 3 is unreadable')\n"
+      "cli.run(lambda argv: read_shard(), 'adcl.deep')\n")
+  for debug in ("0", "1"):
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            cwd=REPO, env=cli_env(ADCL_DEBUG=debug), timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "adcl.deep: error: shard 3 is unreadable"
+    assert ("Traceback" in result.stderr and "in read_shard" in result.stderr) == (debug == "1")
+
+
 def test_a_config_file_with_a_syntax_error_is_one_line(tmp_path):
   bad = tmp_path / "bad.py"
   bad.write_text("def get_config(:\n  pass\n")

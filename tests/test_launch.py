@@ -15,7 +15,7 @@ TPU = {"PROJECT": "my-project", "ZONE": "us-central2-b", "TPU_NAME": "adcl-v4",
 
 def launch(script, *args, **variables):
   env = {k: v for k, v in os.environ.items() if k not in TPU and k != "DRY_RUN"}
-  env.update(DRY_RUN="1", **variables)
+  env.update({"DRY_RUN": "1", **variables})
   return subprocess.run(["bash", os.path.join(REPO, "launch", script), *args],
                         capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
 
@@ -32,7 +32,9 @@ def test_tpu_vm_dry_run_prints_every_step():
   result = launch("tpu_vm.sh", "all", "logs", "copy", "delete", SPOT="1", **TPU)
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
-  create, archive, scp, install, train, logs, mkdir, copy, delete = lines
+  preflight, create, archive, scp, install, train, logs, mkdir, copy, delete = lines
+  assert preflight.endswith(" -m adcl.compile --config=configs/cifar10_simclr.py:clae "
+                            "--topology=v4-32")  # Once, before anything is paid for.
   assert create.startswith("gcloud compute tpus tpu-vm create adcl-v4 ")
   for part in ("--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base", "--spot",
                "--project=my-project", "--zone=us-central2-b"):
@@ -49,6 +51,18 @@ def test_tpu_vm_dry_run_prints_every_step():
   assert copy.startswith("gcloud storage rsync --recursive") and copy.endswith(
       "gs://bucket/runs/c10 results/adcl-v4")
   assert delete.startswith("gcloud compute tpus tpu-vm delete adcl-v4 --quiet")
+
+
+def test_tpu_vm_stops_before_creating_a_slice_its_preflight_refuses():
+  """Not a dry run: the preflight (adcl.compile) really runs and refuses the slice name, so
+  the script stops with its line and never reaches gcloud; SKIP_PREFLIGHT=1 goes on."""
+  refused = launch("tpu_vm.sh", "create", **{**TPU, "ACCELERATOR_TYPE": "v4-6", "DRY_RUN": "0"})
+  lines = refused.stderr.strip().splitlines()
+  assert refused.returncode == 2 and "gcloud" not in refused.stderr, refused.stderr
+  assert "adcl.compile: error: unknown TPU slice 'v4-6'" in lines[-2]
+  assert lines[-1].startswith("tpu_vm.sh: error: the preflight for v4-6 failed")
+  skipped = launch("tpu_vm.sh", "create", **{**TPU, "SKIP_PREFLIGHT": "1"})
+  assert skipped.returncode == 0 and skipped.stdout.startswith("gcloud compute tpus tpu-vm create")
 
 
 @pytest.mark.parametrize("missing", ["PROJECT", "ZONE", "TPU_NAME", "WORKDIR", "CONFIG"])

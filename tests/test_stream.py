@@ -22,6 +22,14 @@ def shards(tmp_path_factory):
   return str(root / "ar"), sources.load_idx(idx, "train")
 
 
+def test_core_count_works_where_there_is_no_cpu_affinity(monkeypatch):
+  """macOS has no os.sched_getaffinity: data.threads=0 then uses every core."""
+  import os
+  assert stream.usable_cores() >= 1
+  monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+  assert stream.usable_cores() == (os.cpu_count() or 1)
+
+
 def test_each_epoch_visits_every_record_once_in_its_own_order():
   steps = [stream.record_indices(3, t, 16, 64, range(16)) for t in range(8)]
   epochs = [np.concatenate(steps[:4]), np.concatenate(steps[4:])]

@@ -31,6 +31,14 @@ VIEWS = 2  # Crops per encoded image: the two views of the contrastive pair.
 SHUFFLE_ROUNDS = 4  # Rounds of index_shuffle's cipher: enough for a well-mixed order.
 
 
+def usable_cores() -> int:
+  """The cores this process may run on: its CPU affinity where the system has one (Linux),
+  else every core (macOS has no sched_getaffinity)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
   """The permutation seed of `epoch`: a 32-bit hash of (seed, epoch)."""
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -73,7 +81,7 @@ class StepBatches:
     local = global_batch // process_count
     self.rows = range(process_index * local, (process_index + 1) * local)
     self._records = None
-    self.threads = threads or len(os.sched_getaffinity(0))
+    self.threads = threads or usable_cores()
     self._pool = self._decode_threads()
     manifest = records.read_manifest(directory, split)  # Fails here, before any step runs.
     self.encoded, self.crop = manifest["encoding"] == "encoded", crop

@@ -1,6 +1,6 @@
 """CLAE against SimCLR at ImageNet scale: ImageNet-100 and ImageNet-1k, ResNet-50 at 224 px,
 LARS at batch 4096, bfloat16 (configs/imagenet100_simclr.py, configs/imagenet1k_simclr.py),
-one seed. For TPU pod slices and GPU clusters (docs/launch.md); the records are converted first
+one seed. For TPU pod slices and GPU clusters (docs/launching.md); the records are converted first
 (docs/data.md).
 
     python -m adcl.study --spec configs/studies/imagenet.py --workdir gs://BUCKET/imagenet
