@@ -109,6 +109,7 @@ class DoesNotFit(ValueError):
   def __init__(self, message: str, needed_bytes: Optional[int]):
     super().__init__(message)
     self.needed_bytes = needed_bytes
+    self.compiler_message = ""  # The TPU compiler's own out-of-memory line, where it said one.
 
 
 def source_shape(config) -> tuple[tuple, bool]:
@@ -162,9 +163,14 @@ def gib(count: float) -> str:
 
 
 def _too_large(config, tpu_slice: tpu.Slice, program: str, batch: int,
-               needed: Optional[int], full: bool) -> DoesNotFit:
+               needed: Optional[int], full: bool, compiler_said: bool = False) -> DoesNotFit:
   chip = tpu_slice.generation
-  need = f"needs {gib(needed)} of HBM per chip" if needed else "does not fit in HBM"
+  if not needed:
+    need = "does not fit in HBM"
+  elif compiler_said:  # Its temporaries alone, as far as the compiler counted before it gave up.
+    need = f"needs more than {gib(needed)} of HBM per chip (the compiler's count)"
+  else:
+    need = f"needs {gib(needed)} of HBM per chip"
   margin = "" if full else (f" (a quick compile counts {100 * (1 - QUICK_MARGIN):.0f}% of it; "
                             "--full_compile counts all)")
   return DoesNotFit(
@@ -210,8 +216,10 @@ def compile_program(config, tpu_slice: tpu.Slice, batch: Optional[int] = None,
   except Exception as error:  # The TPU compiler's out-of-memory is a runtime error.
     if "RESOURCE_EXHAUSTED" not in str(error) and "hbm" not in str(error).lower():
       raise
-    raise _too_large(config, tpu_slice, program, batch, needed_bytes(str(error)),
-                     full) from None
+    too_large = _too_large(config, tpu_slice, program, batch, needed_bytes(str(error)), full,
+                           compiler_said=True)
+    too_large.compiler_message = str(error).strip().splitlines()[0][:500]
+    raise too_large from None
   seconds = time.perf_counter() - start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()

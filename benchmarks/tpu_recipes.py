@@ -115,7 +115,8 @@ def at_recipe_batch(recipe: str, slices, records_path: str, done: dict) -> None:
     try:
       record.update(preflight.compile_program(config, tpu.get_slice(name)).as_dict())
     except preflight.DoesNotFit as error:
-      record.update(fits=False, needed_bytes=error.needed_bytes, error=str(error))
+      record.update(fits=False, needed_bytes=error.needed_bytes, error=str(error),
+                    compiler_message=error.compiler_message)
     append(records_path, record)
     done[key] = record
     say(f"{recipe} on {name}: batch {record['batch']} "
@@ -191,7 +192,7 @@ def markdown(records: list, slices) -> str:
         continue
       if not row["fits"]:
         need = row.get("needed_bytes")
-        cell = "**no**" + (f": needs {need / 2**30:.1f} GiB" if need else "")
+        cell = "**no**" + (f": needs > {need / 2**30:.1f} GiB" if need else "")
       else:
         cell = (f"yes, {row['in_use_bytes'] / 2**30:.2f} / {row['hbm_bytes'] / 2**30:.0f} GiB, "
                 f"≤ {row['images_per_s_bound']:,.0f} img/s")

@@ -105,7 +105,8 @@ def test_the_preflight_command_compiles_a_records_crops_step_and_refuses_what_ca
   lines = big.stderr.strip().splitlines()
   assert big.returncode == 1 and "Traceback" not in big.stderr, big.stderr[-3000:]
   assert lines[-1].startswith("adcl.compile: error: train_step at global batch 1048576"), lines
-  for fragment in ("GiB of HBM per chip", "TPU v5 lite chip has 16 GiB", "--max_batch"):
+  for fragment in ("needs more than", "GiB of HBM per chip (the compiler's count)",
+                   "TPU v5 lite chip has 16 GiB", "--max_batch"):
     assert fragment in lines[-1], lines[-1]
 
   unknown = run_preflight("--config", records_config(tmp_path), "--topology", "v4-6")

@@ -19,7 +19,7 @@ def test_gpu_check_runs_without_tensorflow_at_toy_size(tmp_path):
   """benchmarks/gpu_check.py --toy on 2 CPU devices, TensorFlow hidden from it and its
   subprocesses: every part runs (PyTorch's only where installed), the quickstart trains from
   IDX with the views on the device ('auto' without TensorFlow), and the JSON and markdown its
-  header documents are written."""
+  header documents are written. Also the check of benchmarks/step_time.py, which it runs."""
   out = tmp_path / "out"
   path = os.pathsep.join(filter(None, [WITHOUT_TENSORFLOW, os.environ.get("PYTHONPATH")]))
   result = subprocess.run(
