@@ -96,6 +96,11 @@ class Report:
     """Source images a second at bound_seconds a step: a bound, not a forecast."""
     return self.global_batch / self.bound_seconds if self.bound_seconds > 0 else 0.0
 
+  @classmethod
+  def from_dict(cls, record: dict) -> "Report":
+    """A Report from its as_dict() (extra keys ignored): to print a table of a saved record."""
+    return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+
   def as_dict(self) -> dict:
     return {**dataclasses.asdict(self), "in_use_bytes": self.in_use_bytes,
             "usable_bytes": self.usable_bytes, "fits": self.fits,

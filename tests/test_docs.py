@@ -41,6 +41,37 @@ def test_every_relative_link_resolves(page):
       assert anchor in _anchors(open(resolved).read()), f"{page}: no heading for #{anchor}"
 
 
+# A repository path as the docs and docstrings write one: a top folder, then a name.
+REPOSITORY_PATH = re.compile(
+    r"(?<![\w./-])((?:adcl|configs|benchmarks|docs|launch|tests|notebooks)/[\w./-]*[\w/])")
+
+
+def _named_paths(text: str) -> set:
+  """Repository paths named in `text`, less placeholders: a name in capitals (configs/X.py,
+  launch/SCRIPT.sh), the stem of a brace list or glob (configs/cifar100_{plain,uel}.py)."""
+  found = set()
+  for match in REPOSITORY_PATH.finditer(text):
+    path = match.group(1).rstrip(".")
+    if text[match.end():match.end() + 1] in ("{", "*") or re.search(r"/[A-Z][A-Z_]*(\.|/|$)", path):
+      continue
+    found.add(path)
+  return found
+
+
+def test_every_repository_path_named_in_the_docs_configs_and_code_exists():
+  sources = PAGES + ["launch/README.md"] + sorted(
+      os.path.join(root, name)[len(REPO) + 1:]
+      for top in ("adcl", "configs", "benchmarks")
+      for root, _, names in os.walk(os.path.join(REPO, top)) for name in names
+      if name.endswith(".py"))
+  missing = sorted(f"{source}: {path}" for source in sources
+                   for path in _named_paths(open(os.path.join(REPO, source)).read())
+                   if not os.path.exists(os.path.join(REPO, path)))
+  assert not missing, missing
+  assert _named_paths("see configs/X.py, configs/tiny_imagenet_{plain,uel}.py and adcl/step.py."
+                      ) == {"adcl/step.py"}
+
+
 def test_the_readme_is_short():
   assert len(open(os.path.join(REPO, "README.md")).read().splitlines()) <= 220
 

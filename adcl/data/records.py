@@ -236,7 +236,7 @@ class Split:
             size: int, scale: Sequence[float], out=None) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [views, 2 * size, 2 * size, C] regions, int32 [views, 2] their sizes): the
     RandomResizedCrops of one encoded record from one decode, for the device to resize
-    (adcl/data/decode_crop.py.decode_crops, `out` as there); errors as `decode`'s."""
+    (adcl.data.decode_crop.decode_crops, `out` as there); errors as `decode`'s."""
     from adcl.data import decode_crop
 
     with self._naming(name, index):
