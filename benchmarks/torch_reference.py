@@ -139,6 +139,10 @@ def main():
   parser.add_argument("--device", default="cpu", help="cpu or cuda")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="bfloat16: autocast (mixed precision, float32 weights)")
+  parser.add_argument("--channels-last", action="store_true",
+                      help="NHWC memory format for the model and inputs (faster convolutions "
+                           "on tensor cores)")
+  parser.add_argument("--compile", action="store_true", help="torch.compile the model")
   args = parser.parse_args()
   if args.threads:
     torch.set_num_threads(args.threads)
@@ -147,13 +151,18 @@ def main():
   shape = (s["batch"], s["channels"], s["size"], s["size"])  # NCHW, PyTorch's layout.
   device = torch.device(args.device)
   x1, x2 = torch.randn(shape, device=device), torch.randn(shape, device=device)
+  memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+  x1, x2 = (x.contiguous(memory_format=memory_format) for x in (x1, x2))
   sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
   autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                             enabled=args.dtype == "bfloat16")
   runs = {}
   for name, adversarial in (("plain", False), ("clae", True)):
-    model = Encoder(s["stages"], s["width"], s["channels"], s["projector"]).to(device).train()
+    model = Encoder(s["stages"], s["width"], s["channels"], s["projector"]).to(
+        device, memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"], weight_decay=1e-6)
+    if args.compile:  # After the optimizer took the parameters: compiling keeps them.
+      model = torch.compile(model)
     runs[name] = make_step(model, optimizer, adversarial, tau=s["tau"])
     with autocast:
       for _ in range(2):  # Warm-up.
@@ -176,6 +185,7 @@ def main():
       "model": args.model, "width": s["width"],
       "image_size": s["size"], "channels": s["channels"], "batch": s["batch"],
       "threads": torch.get_num_threads(), "timed_steps": steps,
+      "channels_last": args.channels_last, "compiled": args.compile,
       "plain_images_per_s": round(steps * s["batch"] / seconds["plain"], 2),
       "clae_images_per_s": round(steps * s["batch"] / seconds["clae"], 2),
       "clae_over_plain_time": round(seconds["clae"] / seconds["plain"], 3)}))

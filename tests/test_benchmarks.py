@@ -72,19 +72,20 @@ def test_decode_crop_times_each_decoder_against_a_full_decode():
 
 def test_memory_of_training_on_records_does_not_grow_with_the_dataset(tmp_path):
   """The memory benchmark at toy size: 150 and 1,500 JPEGs, trained and evaluated from records
-  with a Grain worker. Held decoded, the 1,500 would add 250 MB (uint8 at their size) or 1 GB
-  (float32 evaluation copies); the larger run's peak may exceed the smaller's by 60 MB at most.
-  Only growth is bounded: the peaks of two runs differ by up to +-50 MB from run to run (the
-  compiler and the allocator), so a smaller second peak says nothing about the data."""
+  with a Grain worker. Held decoded, the 1,500 would add 1 GB (uint8 at their size) or 4 GB
+  (float32 evaluation copies); the larger run's peak may exceed the smaller's by 150 MB at
+  most. Only growth is bounded: the peaks of two runs differ by up to +-100 MB from run to run
+  while the rest of the suite runs beside them (the compiler and the allocator), so a smaller
+  second peak says nothing about the data."""
   result = subprocess.run([sys.executable, "benchmarks/memory.py", "--images", "150",
-                           "--small", "64,48", "--large", "400,300", "--test-images", "50",
+                           "--small", "64,48", "--large", "800,600", "--test-images", "50",
                            "--workers", "1", "--steps", "2", "--dir", str(tmp_path)],
                           cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(result.stdout.strip().splitlines()[-1])
   assert record["images"] == [150, 1500]
   assert record["peak_rss_mb_150"] > 100  # The sampler saw the training process.
-  assert record["difference_mb"] < 60, record
+  assert record["difference_mb"] < 150, {k: v for k, v in record.items() if "mb" in k}
 
 
 def test_input_pipeline_times_raw_records():

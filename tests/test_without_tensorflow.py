@@ -43,8 +43,15 @@ def test_gpu_check_runs_without_tensorflow_at_toy_size(tmp_path):
   torch_missing = [f for f in report["failures"] if "PyTorch is not installed" in f]
   assert len(report["torch"]) + len(torch_missing) == 1
   assert len(report["failures"]) == len(torch_missing)  # Nothing else failed.
+  # One line per measurement, with the machine; 32 px steps with their 100 CIFAR-10 epochs.
+  records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+  assert [r["part"] for r in records] == ["step_time toy bfloat16 batch 8", "quickstart"]
+  assert all(r["device"] == report["device"] and r["jaxlib"] for r in records)
+  assert records[0]["clae_cifar10_100_epochs_min"] == pytest.approx(
+      100 * 50_000 / records[0]["clae_images_per_s"] / 60, rel=1e-2)
   table = (out / "gpu_check.md").read_text()
-  assert "| bfloat16 | 8 |" in table and "## Quickstart end to end (device views)" in table
+  assert ("| resnet_small | 32 | simclr | bfloat16 | 8 |" in table
+          and "## Quickstart end to end (device views)" in table)
   assert "adv.fraction at bfloat16, batch 8: step time / plain 0.5: " in table
 
 
