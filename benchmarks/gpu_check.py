@@ -124,7 +124,7 @@ def markdown(report: dict) -> str:
                  f"{r['peak_gflop_per_s']} |")
   lines += ["", "## PyTorch reference step (random inputs, no views), and adcl's speed over it",
             "", "| model | px | dtype | batch | NHWC, compiled | baseline img/s | CLAE img/s | "
-            "CLAE/baseline time | adcl/PyTorch baseline | adcl/PyTorch CLAE |",
+            "CLAE/baseline time | adcl over PyTorch, baseline | adcl over PyTorch, CLAE |",
             "|---|---|---|---|---|---|---|---|---|---|"]
   for r in report["torch"]:
     ours = next((a for a in report["steps"] if a["loss"] == "simclr" and
