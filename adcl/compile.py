@@ -191,7 +191,7 @@ def compile_program(config, tpu_slice: tpu.Slice, batch: Optional[int] = None,
   config's train.batch_size, or eval.batch_size for 'embed'): its Report, or DoesNotFit.
   `full`: with the compiler's default effort, as training compiles (else QUICK_OPTIONS)."""
   import jax
-  from adcl import build, configs
+  from adcl import build, configs, step
 
   is_step = program == "train_step"
   batch = int(batch or (config.train.batch_size if is_step else config.eval.batch_size))
@@ -203,7 +203,7 @@ def compile_program(config, tpu_slice: tpu.Slice, batch: Optional[int] = None,
   size = config.data.image_size
   per_epoch = max(1, configs.TRAIN_IMAGES.get(config.data.name, 100 * batch) // batch)
   steps = config.train.num_steps or config.train.num_epochs * per_epoch
-  mesh = build.step_lib.data_mesh(tpu.devices(tpu_slice))
+  mesh = step.data_mesh(tpu.devices(tpu_slice))
   trainer = build.trainer(config, (size, size, shape[-1]), per_epoch, steps, mesh=mesh)
   state = trainer.abstract_state()
   if is_step:

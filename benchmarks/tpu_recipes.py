@@ -59,12 +59,12 @@ def load(recipe: str):
 def fingerprint(config, tpu_slice) -> str:
   """The lowered step's text with its literal values masked: equal for two configs whose
   steps differ only in constants (normalisation, learning rate, epochs)."""
-  from adcl import build, compile as preflight
+  from adcl import build, compile as preflight, step
 
   config = config.copy_and_resolve_references()
   shape, encoded = preflight.source_shape(config)
   size = config.data.image_size
-  mesh = build.step_lib.data_mesh(tpu.devices(tpu_slice))
+  mesh = step.data_mesh(tpu.devices(tpu_slice))
   trainer = build.trainer(config, (size, size, shape[-1]), 100, 1000, mesh=mesh)
   batch = build.step_batch_shapes(config, shape, config.train.batch_size, trainer.data_sharding,
                                   encoded)
