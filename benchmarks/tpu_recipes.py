@@ -192,7 +192,12 @@ def markdown(records: list, slices) -> str:
         continue
       if not row["fits"]:
         need = row.get("needed_bytes")
-        cell = "**no**" + (f": needs > {need / 2**30:.1f} GiB" if need else "")
+        # The compiler's own count (it gave up: more than the chip has) is a lower bound; a
+        # compiled program's need (over the quick compile's margin) is exact.
+        said = row.get("compiler_message") or "more than" in row.get("error", "")
+        bound = ">" if said or need > tpu.get_slice(name).hbm_bytes else ""
+        cell = "**no**" + (f": needs {bound}{need / 2**30:.1f} GiB"
+                           if need else "")
       else:
         cell = (f"yes, {row['in_use_bytes'] / 2**30:.2f} / {row['hbm_bytes'] / 2**30:.0f} GiB, "
                 f"≤ {row['images_per_s_bound']:,.0f} img/s")
