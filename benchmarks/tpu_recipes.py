@@ -172,8 +172,10 @@ def markdown(records: list, slices) -> str:
       "Each cell: whether the recipe's own global batch fits, the HBM one chip then holds, "
       "and the images/s bound at the chip's bfloat16 peak (or the compiler's estimate where "
       "slower); below it, the largest global batch that fits (CLAE recipes; a baseline fits "
-      "wherever its CLAE recipe does). A recipe whose step is the same program as another's "
-      "but for constants names it.",
+      "wherever its CLAE recipe does). A refusal gives what a chip needs: after '>' where the "
+      "compiler gave up (its count, a lower bound), else a quick compile's need above 92% of "
+      "the chip's HBM (`--full_compile` decides those). A recipe whose step is the same "
+      "program as another's but for constants names it.",
       "",
       "| recipe | batch | " + " | ".join(slices) + " |",
       "|---|---|" + "---|" * len(slices),
