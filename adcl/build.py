@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from adcl import checkpoints, errors, losses, optim, paths, step as step_lib, xla_cpu
+from adcl import checkpoints, losses, optim, paths, step as step_lib, xla_cpu
 from adcl.data import normalize, views as data_views
 from adcl.models import ContrastiveModel
 
@@ -66,7 +66,6 @@ class Trainer:
   train_step: Callable  # Jitted, state donated: (TrainState, batch) -> (TrainState, metrics).
   features: str  # What embed_fn() returns by default: 'embedding' or 'backbone'.
   learning_rate: Callable  # optax schedule: update count (0 for step 1) -> rate.
-  views_on: str = "host"  # 'host': batches of views; 'device': uint8 images (views_on()).
   _embed_fns: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
@@ -106,34 +105,13 @@ def trainer(config: ml_collections.ConfigDict, image_shape: tuple, steps_per_epo
   mesh = step_lib.data_mesh() if mesh is None else mesh
   built = model(config.model)
   tx = optim.make_optimizer(config, steps_per_epoch, total_steps)
-  where = views_on(config)
   train_step = step_lib.make_train_step(
       built, tx, mesh, losses.get(config.loss.name), float(config.loss.temperature),
-      attack(config, image_shape[-1]),
-      device_views(config, image_shape[-1]) if where == "device" else None)
+      attack(config, image_shape[-1]), device_views(config, image_shape[-1]))
   return Trainer(built, tx, mesh, tuple(image_shape), int(config.seed), train_step,
                  config.eval.features,
                  # Compiled once: op by op, each schedule op would be a compilation of its own.
-                 jax.jit(optim.learning_rate(config, steps_per_epoch, total_steps)), where)
-
-
-def views_on(config: ml_collections.ConfigDict, backend: Optional[str] = None) -> str:
-  """Where the training views are drawn: 'host' (tf.data, adcl/data/augment.py) or 'device'
-  (jax, in the compiled step, adcl/data/views.py). data.views_on 'auto' (the default of
-  configs saved before 'device' was) picks by backend: the device on GPU and TPU, the host on
-  CPU unless TensorFlow is not installed or the source is 'records'."""
-  choice = config.data.views_on
-  if choice != "auto":
-    return choice
-  if config.data.source == "records":  # Records are cropped for the device views only.
-    return "device"
-  if (backend or jax.default_backend()) != "cpu":
-    return "device"
-  try:
-    errors.import_tensorflow("host views")
-  except errors.MissingDependency:
-    return "device"
-  return "host"
+                 jax.jit(optim.learning_rate(config, steps_per_epoch, total_steps)))
 
 
 def device_views(config: ml_collections.ConfigDict, channels: int) -> Callable:
@@ -160,14 +138,11 @@ def step_batch_shapes(config: ml_collections.ConfigDict, source_shape: tuple, ba
 
   source_shape: (H, W, C) of the source's images (only C counts for `encoded` records, whose
     images the host cuts into crop regions of at most twice data.image_size a side).
-  Returns {'view1', 'view2'} float32 [B, S, S, C] for host views; for device views
-  {'images'} uint8 [B, H, W, C], or with `encoded` {'crops'} uint8 [B, 2, 2S, 2S, C] and
-  {'crop_sizes'} int32 [B, 2, 2] (adcl.data.stream.StepBatches).
+  Returns {'images'} uint8 [B, H, W, C], or with `encoded` {'crops'} uint8 [B, 2, 2S, 2S, C]
+  and {'crop_sizes'} int32 [B, 2, 2] (adcl.data.stream.StepBatches).
   """
   size, channels = config.data.image_size, source_shape[-1]
   shape = lambda dims, dtype: jax.ShapeDtypeStruct((batch_size, *dims), dtype, sharding=sharding)
-  if views_on(config) == "host":
-    return {key: shape((size, size, channels), jnp.float32) for key in ("view1", "view2")}
   if encoded:
     return {"crops": shape((2, 2 * size, 2 * size, channels), jnp.uint8),
             "crop_sizes": shape((2, 2), jnp.int32)}

@@ -247,7 +247,7 @@ def compile_program(config, tpu_slice: tpu.Slice, batch: Optional[int] = None,
 
 
 def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: bool = False,
-              progress=logging.info) -> tuple[int, list]:
+              progress=logging.info, resolution: float = 0.0) -> tuple[int, list]:
   """The largest global batch of `program` that fits in the slice's HBM, a multiple of
   BATCH_GRANULE images per chip (0 if not even that fits), and [(batch, fits, bytes needed or
   None)] of each compile it took.
@@ -255,7 +255,9 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
   HBM grows about linearly with the batch, so each compile's need (from the report, or the
   compiler's out-of-memory message) gives a line through the two nearest batches, and the next
   batch tried is where that line meets the chip's HBM; a bisection step where the line says
-  nothing new. It ends when a fitting batch and one a granule larger that does not are known.
+  nothing new. It ends when a fitting batch and one a granule larger that does not are known,
+  or, with `resolution` r > 0, one at most r x the fitting batch larger (fewer compiles for a
+  survey of many recipes; the answer is then within that fraction of the largest).
   """
   chips, granule = tpu_slice.chips, BATCH_GRANULE
   default = config.train.batch_size if program == "train_step" else config.eval.batch_size
@@ -286,7 +288,10 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
     return int(b0 + (usable - n0) * (b1 - b0) / (n1 - n0)) // granule * granule
 
   attempt(max(granule, default // chips // granule * granule))
-  while not (fails_at is not None and fails_at - fits_at <= granule):
+  def settled() -> bool:
+    return fails_at is not None and fails_at - fits_at <= max(granule, resolution * fits_at)
+
+  while not settled():
     low, guess = fits_at, predicted()
     if fails_at is None:  # Grow: to the line's answer, at least a granule; else double.
       candidate = max(guess or 0, low + granule) if guess else 2 * low

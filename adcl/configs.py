@@ -78,12 +78,6 @@ def base() -> ml_collections.ConfigDict:
   c.data.mean = NORMALIZATION["cifar10"][0]  # Per-channel normalisation, in [0, 1] units.
   c.data.std = NORMALIZATION["cifar10"][1]
   c.data.views = ml_collections.ConfigDict(VIEW_RECIPES["uel"])  # Two-view augmentation.
-  # Where the views are drawn: 'device' (jax, inside the compiled step; the host only copies
-  # uint8 images), 'host' (tf.data on the CPU), or 'auto' (device on GPU/TPU, host on CPU: the
-  # default before the two paths were shown to train alike, kept for configs saved with it).
-  # Device on every platform: over 8 paired seeds of the quickstart it trains as well as the
-  # host (docs/study_views/report.md), and it is the only path that keeps up with an accelerator.
-  c.data.views_on = "device"
   # 'records' only: threads that decode each batch's encoded images side by side, in the
   # training process (or in each worker process); 0: one per core this process may run on.
   # Pillow and numpy release Python's lock while they decode and copy, so threads scale with
@@ -269,7 +263,6 @@ DOMAINS = {
     "data.load_size": _NON_NEGATIVE_INT,
     "data.val_fraction": ("in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     "data.image_size": _POSITIVE_INT,
-    "data.views_on": _one_of("auto", "host", "device"),
     "data.workers": _NON_NEGATIVE_INT,
     "data.threads": _NON_NEGATIVE_INT,
     "data.views.jitter_prob": _PROBABILITY,
@@ -363,9 +356,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   if config.data.source == "records" and config.data.val_fraction:
     fail("data.val_fraction", "a 'val' split of records is converted as a split of its own; "
          "set data.test_split to it")
-  if config.data.source == "records" and config.data.views_on == "host":
-    fail("data.views_on", "records are cropped on the host and viewed on the device; use "
-         "'device' (or 'auto')")
+  for key, note in RETIRED.items():
+    parent, _, name = key.rpartition(".")
+    if name in lookup(config, parent):
+      fail(key, f"retired: {note}; delete it from the config")
   if check_data and config.data.source in ("npz", "folder", "records") and not os.path.isdir(
       config.data.data_dir):
     fail("data.data_dir", f"{config.data.source} directory {config.data.data_dir!r} does not exist")
@@ -421,16 +415,28 @@ def validate_dataset_name(config: ml_collections.ConfigDict) -> None:
                      f"{name} --data_dir=...` where there is internet, or drop data_dir)")
 
 
+# Keys a saved config may hold that today's schema has retired, and what took their place.
+RETIRED = {
+    "data.views_on": "the views are drawn on the device (adcl/data/views.py, in the compiled "
+                     "step) on every backend; the tf.data host views were retired after the "
+                     "two were shown to train alike (docs/studies.md)",
+}
+
+
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """A config saved by a run (a checkpoint's config JSON, a study record) read into today's
   schema: its values over `base()`. A key added since that run takes its default, which
-  keeps the behaviour the run had; a key since retired is dropped."""
+  keeps the behaviour the run had; a key since retired is dropped, with a log line for those
+  of RETIRED (a run resumed from it goes on as today's code runs)."""
+  from absl import logging
+
   config = base()
   for dotted, value in flatten(saved).items():
     try:
       set_value(config, dotted, value)
     except KeyError:
-      pass  # Retired.
+      if dotted in RETIRED:
+        logging.info("The saved config's %s=%r is retired: %s.", dotted, value, RETIRED[dotted])
   return config
 
 

@@ -32,19 +32,19 @@ class DamagedFile(ValueError):
 
 
 class MissingDependency(ImportError):
-  """An optional package a config asks for is not installed (TensorFlow for TFDS or host views)."""
+  """An optional package a config asks for is not installed (TensorFlow for TFDS)."""
 
 
 def import_tensorflow(purpose: str):
   """`import tensorflow`, or MissingDependency naming `purpose` and the way around it.
 
-  TensorFlow feeds only TFDS sources and the host views (data.views_on 'host'): a host without
-  it (a managed GPU image) trains on IDX, NPZ and folder sources with device views.
+  TensorFlow reads only TFDS sources: a host without it (a managed GPU image) trains on IDX,
+  NPZ, folder and records sources.
   """
   try:
     return importlib.import_module("tensorflow")
   except ImportError:
     raise MissingDependency(
         f"{purpose} needs TensorFlow, which is not installed here: pip install tensorflow-cpu "
-        "tensorflow-datasets, or use data.source idx/npz/folder with data.views_on=device"
+        "tensorflow-datasets, or use data.source idx, npz, folder or records"
     ) from None

@@ -175,7 +175,7 @@ def make_objective(forward, loss_fn: losses.LossFn, temperature: float, alpha: f
 
 
 # The view key of a step is fold_in(the step's key, VIEW_STREAM): the attack keeps the step's
-# key itself, so its draws are the same whether the views are drawn on the host or the device.
+# key itself, so its draws do not depend on whether the step draws the views.
 VIEW_STREAM = 1
 
 
@@ -187,12 +187,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
 
   loss_fn, temperature: the contrastive loss (adcl.losses) and its tau.
   attack: the adversarial view and its weight; None trains the plain baseline.
-  views: None: batch is {'view1', 'view2'}, [N, S, S, C] float32 normalised views drawn on
-    the host. Else `views(batch, key) -> (view1, view2)` (adcl.build.device_views) draws
+  views: `views(batch, key) -> (view1, view2)` (adcl.build.device_views, what
+    adcl.build.trainer passes) draws
     them here, and batch is {'images'}: the global batch's uint8 [N, H, W, C] images, or
     {'crops', 'crop_sizes'}: uint8 [N, 2, R, R, C] and int32 [N, 2, 2], each image's two
     crop regions cut on the host and their sizes (the views resize them).
-    Either way the batch is sharded on `data`.
+    A batch of {'view1', 'view2'}, [N, S, S, C] float32 normalised views the caller drew
+    (fixed inputs: the tests'), is used as it is (the form is fixed when the step is traced).
+    Every form is sharded on `data`.
   metrics: scalars (replicated): loss, loss_clean, loss_adv, loss_gen, grad_norm, param_norm.
   """
   forward = make_forward(model)
@@ -200,7 +202,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    if views is None:
+    if "view1" in batch or views is None:
       x1, x2 = batch["view1"], batch["view2"]
     else:
       x1, x2 = views(batch, jax.random.fold_in(rng, VIEW_STREAM))

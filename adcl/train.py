@@ -34,9 +34,9 @@ def knn_eval(trainer: build.Trainer, state, eval_data, config) -> float:
 
 def open_data(config: ml_collections.ConfigDict, process_index: int, process_count: int):
   """What training needs of config.data, in host memory only where the source is read whole:
-  (training images, channels, eval_data for knn_eval, `batches(views_on, start_step,
-  num_steps)` -> this process's batches of those steps, the records' fingerprint ('' for
-  sources read whole)).
+  (training images, channels, eval_data for knn_eval, `batches(start_step, num_steps)` ->
+  this process's batches of those steps, the records' fingerprint ('' for sources read
+  whole)).
 
   'records' reads a batch at a time (adcl.data.stream) and evaluates a chunk at a time
   (splits.load_split); the other sources load both splits whole."""
@@ -45,14 +45,12 @@ def open_data(config: ml_collections.ConfigDict, process_index: int, process_cou
     from adcl.data import stream
 
     train = eval_data[0]
-    batches = lambda views_on, start, end: stream.train_batches(config, start, end,
-                                                                process_index, process_count)
+    batches = lambda start, end: stream.train_batches(config, start, end, process_index,
+                                                      process_count)
     return len(train), train.channels, eval_data, batches, train.fingerprint
   train_images = eval_data[0][0]
-
-  def batches(views_on, start, end):
-    source = pipeline.train_images if views_on == "device" else pipeline.train_batches
-    return source(train_images, config, start, end, process_index, process_count)
+  batches = lambda start, end: pipeline.train_images(train_images, config, start, end,
+                                                     process_index, process_count)
 
   return len(train_images), train_images.shape[-1], eval_data, batches, ""
 
@@ -62,16 +60,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ---- Checks that need nothing built: fail in a second, before any compilation.
   configs.validate(config, jax.device_count(), jax.process_count())
   configs.validate_dataset_name(config)
-  if build.views_on(config) == "host":
-    errors.import_tensorflow("data.views_on='host' (tf.data views)")
   with WorkdirLock(workdir, enabled=jax.process_index() == 0):  # One run per workdir.
     return _train(config, workdir)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ---- Data and everything the config builds.
-  if build.views_on(config) == "host" or config.data.source == "tfds":
-    pipeline.keep_tensorflow_on_host()
   num_train, channels, eval_data, batch_source, fingerprint = open_data(
       config, jax.process_index(), jax.process_count())
   config = config.copy_and_resolve_references()
@@ -93,12 +87,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Resuming from %s at step %d", ckpt.directory, int(state.step))
   start_step = int(state.step)
 
-  batches = batch_source(trainer.views_on, start_step, num_steps)
+  batches = batch_source(start_step, num_steps)
   monitor = Monitor(workdir, num_steps, config.train.batch_size, start_step,
                     jax.process_index() == 0)
-  logging.info("Training %s on %s: %d steps (%d per epoch) from step %d on %d devices, views "
-               "drawn on the %s", config.model.architecture, config.data.name, num_steps,
-               per_epoch, start_step, jax.device_count(), trainer.views_on)
+  logging.info("Training %s on %s: %d steps (%d per epoch) from step %d on %d devices",
+               config.model.architecture, config.data.name, num_steps, per_epoch, start_step,
+               jax.device_count())
 
   # ---- The loop: the only host syncs are at log, eval and checkpoint steps.
   stop = distributed.StopSignal()

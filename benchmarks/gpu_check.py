@@ -7,7 +7,7 @@ PyTorch beside it, a real run.
 
 What it runs, each part a subprocess with its own time limit, in order of importance:
   1. benchmarks/step_time.py: the paper's workload, ResNet-18 on 32 px CIFAR-shaped batches,
-     views drawn in the step from uint8 images (data.views_on 'device'), at batch 512 and
+     views drawn in the step from uint8 images (as in training), at batch 512 and
      1024, bfloat16 and float32: the SimCLR step and CLAE on it side by side; in bfloat16 also
      the Plain loss's step and its CLAE; at bfloat16 and batch 1024 also CLAE with adv.fraction
      0.5 and 0.25. Images/s, compile time, MFU against a matmul peak measured there
@@ -16,8 +16,7 @@ What it runs, each part a subprocess with its own time limit, in order of import
      CLAE, at batch 256 and 512.
   3. benchmarks/torch_reference.py --device cuda: the official-style PyTorch step at part 1's
      sizes and ResNet-50's batch 256, with bf16 autocast, channels_last and torch.compile.
-  4. The quickstart (configs/quickstart.py, data.views_on 'auto': the device on a GPU, and on
-     a CPU without TensorFlow) trained for --epochs on the carried
+  4. The quickstart (configs/quickstart.py) trained for --epochs on the carried
      Fashion-MNIST IDX files, end to end through `python -m adcl.train`: wall time, images/s and
      the kNN after each epoch.
 A part that fails or runs out of time is recorded as such; the others still run.
@@ -81,8 +80,7 @@ def run_json(command: list, timeout: float) -> dict:
 
 
 def quickstart(out: str, fmnist: str, epochs: int, toy: bool, timeout: float) -> dict:
-  """Train the quickstart (views where 'auto' puts them); wall time, images/s, kNN per
-  evaluation and where the views were drawn."""
+  """Train the quickstart; wall time, images/s and kNN per evaluation."""
   workdir = os.path.join(out, "quickstart_workdir")
   flags = [f"--config.data.data_dir={fmnist}",
            "--config.eval.every=937", "--config.train.checkpoint_every=100000"]
@@ -105,8 +103,7 @@ def quickstart(out: str, fmnist: str, epochs: int, toy: bool, timeout: float) ->
   speeds = [r["images_per_s"] for r in records[1:] if "images_per_s" in r]
   return {"wall_s": round(time.perf_counter() - start, 1), "steps": records[-1]["step"],
           "median_images_per_s": round(sorted(speeds)[len(speeds) // 2], 1) if speeds else None,
-          "knn_top1": [(r["step"], r["knn_top1"]) for r in records if "knn_top1" in r],
-          "views_on": "device" if "views drawn on the device" in result.stderr else "host"}
+          "knn_top1": [(r["step"], r["knn_top1"]) for r in records if "knn_top1" in r]}
 
 
 def markdown(report: dict) -> str:
@@ -145,7 +142,7 @@ def markdown(report: dict) -> str:
                 + f" (1.0: {r['clae_over_plain_time']})."]
   q = report.get("quickstart")
   if q:
-    lines += ["", f"## Quickstart end to end ({q['views_on']} views)", "",
+    lines += ["", "## Quickstart end to end", "",
               f"{q['steps']} steps in {q['wall_s']} s (compilation and evaluation included), "
               f"median {q['median_images_per_s']} images/s; kNN top-1 by step: "
               + ", ".join(f"{step}: {knn:.2f}%" for step, knn in q["knn_top1"]) + "."]

@@ -1,18 +1,15 @@
-"""Images/s of the input pipeline alone and of the CLAE train step alone, for one setting,
-with the views drawn on the host (tf.data) and on the device (in the step).
+"""Images/s of the input pipeline alone and of the CLAE train step alone, for one setting.
 
     python benchmarks/input_pipeline.py --setting quickstart
     python benchmarks/input_pipeline.py --setting cifar10_resnet18
 
-Host views: the real pipeline (adcl.data.pipeline.train_batches: epoch order, two augmented
-views, normalisation; tf.data on every core) over random uint8 images of the setting's shape.
-Device views: the host's part (pipeline.train_images: epoch order and a uint8 gather, one
-thread), the same read from raw-pixel records on disk (adcl.data.stream.StepBatches, one
-thread: what data.source='records' does for converted IDX / NPZ), and the views alone on the
-device (adcl.data.views.two_views, jitted). Encoded (JPEG) records: benchmarks/decode_crop.py. The steps are
-the compiled CLAE step fed ready views and fed uint8 images (it then draws the views). A
-pipeline keeps up when its images/s >= its step's (`*_over_step` >= 1). Per core: images/s divided by the cores the
-host part uses (all of them for tf.data, one for the gather). Last line: one JSON object.
+The host's part: the in-memory epoch order and uint8 gather (pipeline.train_images, one
+thread), and the same read from raw-pixel records on disk (adcl.data.stream.StepBatches, one
+thread: what data.source='records' does for converted IDX / NPZ), over random uint8 images of
+the setting's shape. The device's part: the views alone (adcl.data.views.two_views, jitted),
+and the compiled CLAE step fed ready views and fed uint8 images (it then draws the views, as
+in training). Encoded (JPEG) records: benchmarks/decode_crop.py. A pipeline keeps up when its
+images/s >= the step's (`*_over_step` >= 1). Last line: one JSON object.
 """
 
 import argparse
@@ -29,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import configs, errors, step as step_lib, xla_cpu
+from adcl import configs, step as step_lib, xla_cpu
 from adcl.data import pipeline, views
 from adcl.data.normalize import normalization
 import step_time
@@ -48,7 +45,7 @@ def setting_config(name):
 
 
 def pipeline_images_per_s(source, images, config, steps):
-  """Images/s of `source` (pipeline.train_batches or pipeline.train_images) on the host."""
+  """Images/s of `source` (pipeline.train_images) on the host."""
   batches = source(images, config, 0, steps + 3)
   for _ in range(3):  # Warm-up: graph tracing and the first prefetches.
     next(batches)
@@ -91,14 +88,14 @@ def device_views_images_per_s(images, config, steps):
   return steps * config.train.batch_size / (time.perf_counter() - start)
 
 
-def step_images_per_s(config, image_shape, steps, views_on):
-  """The CLAE step's images/s, fed ready views ('host') or uint8 images ('device')."""
+def step_images_per_s(config, image_shape, steps, views):
+  """The CLAE step's images/s, fed ready views ('given') or uint8 images ('drawn': it draws
+  them)."""
   config = config.copy_and_resolve_references()
-  config.data.views_on = views_on
   mesh = step_lib.data_mesh()
   size, batch_size, channels = config.data.image_size, config.train.batch_size, image_shape[-1]
   rng = np.random.default_rng(0)
-  if views_on == "device":
+  if views == "drawn":
     batch = {"images": rng.integers(0, 256, (batch_size, *image_shape), dtype=np.uint8)}
   else:
     batch = {k: rng.normal(size=(batch_size, size, size, channels)).astype(np.float32)
@@ -119,16 +116,8 @@ def main():
   config, image_shape = setting_config(args.setting)
   images = np.random.default_rng(0).integers(0, 256, (args.num_images, *image_shape),
                                              dtype=np.uint8)
-  cores = os.cpu_count()
   result = {"setting": args.setting, "batch": config.train.batch_size,
-            "image_size": config.data.image_size, "cores": cores}
-  try:
-    host = pipeline_images_per_s(pipeline.train_batches, images, config, args.pipeline_steps)
-    result.update(host_views_images_per_s=round(host, 1),
-                  host_views_images_per_s_per_core=round(host / cores, 1))
-    print(f"host views (tf.data): {host:.0f} images/s", file=sys.stderr)
-  except errors.MissingDependency as error:  # No TensorFlow: the device path only.
-    print(f"host views skipped: {error}", file=sys.stderr)
+            "image_size": config.data.image_size}
   gather = pipeline_images_per_s(pipeline.train_images, images, config, args.pipeline_steps)
   from_records = raw_records_images_per_s(images, config, args.pipeline_steps)
   drawn = device_views_images_per_s(images, config, args.pipeline_steps)
@@ -139,15 +128,12 @@ def main():
   print(f"uint8 gather: {gather:.0f} images/s; raw records: {from_records:.0f} images/s "
         f"({from_records / gather:.2f}x); views on the device: {drawn:.0f} images/s",
         file=sys.stderr)
-  for where in ("host", "device"):
-    rate = step_images_per_s(config, image_shape, args.step_steps, where)
-    result[f"step_with_{where}_views_images_per_s"] = round(rate, 2)
-    print(f"CLAE step, {where} views: {rate:.1f} images/s", file=sys.stderr)
-  if "host_views_images_per_s" in result:
-    result["host_pipeline_over_step"] = round(
-        result["host_views_images_per_s"] / result["step_with_host_views_images_per_s"], 2)
+  for views in ("given", "drawn"):
+    rate = step_images_per_s(config, image_shape, args.step_steps, views)
+    result[f"step_with_{views}_views_images_per_s"] = round(rate, 2)
+    print(f"CLAE step, views {views}: {rate:.1f} images/s", file=sys.stderr)
   for name, rate in (("gather", gather), ("raw_records", from_records)):
-    result[f"{name}_over_step"] = round(rate / result["step_with_device_views_images_per_s"], 2)
+    result[f"{name}_over_step"] = round(rate / result["step_with_drawn_views_images_per_s"], 2)
   print(json.dumps(result))
 
 

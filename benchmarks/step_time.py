@@ -49,7 +49,6 @@ def build_config(args):
     c.model.stem = "cifar" if args.image_size <= 32 else "imagenet"
   c.train.batch_size = args.batch
   c.model.dtype = args.dtype
-  c.data.views_on = args.views
   return c
 
 
@@ -124,8 +123,9 @@ def parse_model_arguments(description: str):
   parser.add_argument("--loss", default="simclr", choices=["plain", "simclr", "uel"])
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--views", default="host", choices=["host", "device"],
-                      help="host: the step gets ready views (the step alone); device: it gets "
-                      "uint8 images and draws the views itself (adcl/data/views.py)")
+                      help="host: the step gets views drawn beforehand (the step alone); "
+                      "device: it gets uint8 images and draws the views itself, as in "
+                      "training (adcl/data/views.py)")
   parser.add_argument("--fractions", default="",
                       help="comma-separated adv.fraction values below 1 to time CLAE at too")
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")

@@ -49,6 +49,9 @@ FIRST = ("configs/imagenet100_simclr.py:clae", "configs/cifar10_simclr.py:clae")
 # Not searched for a largest batch: the CPU quickstart (its 20 px step fits any batch a TPU
 # user would give it) and the baselines (see above).
 NO_MAX_BATCH = ("configs/quickstart.py",)
+# The searches stop once the largest batch is known to within this fraction: a survey of ~20
+# searches at a minute or more a compile, where the last few percent would double the compiles.
+RESOLUTION = 1 / 16
 
 
 def load(recipe: str):
@@ -147,7 +150,8 @@ def largest_batches(recipe: str, slices, records_path: str, done: dict) -> None:
       except preflight.DoesNotFit:
         record["confirmed_from"] = False
     if "batch" not in record:
-      largest, history = preflight.max_batch(config, tpu_slice, progress=lambda *a: None)
+      largest, history = preflight.max_batch(config, tpu_slice, progress=lambda *a: None,
+                                             resolution=RESOLUTION)
       record.update(batch=largest, tried=[list(h) for h in history])
       per_chip.setdefault(family, largest // tpu_slice.chips)
     record["seconds"] = time.perf_counter() - start
@@ -171,8 +175,8 @@ def markdown(records: list, slices) -> str:
       "[benchmarks/records/tpu_recipes.jsonl](../benchmarks/records/tpu_recipes.jsonl). "
       "Each cell: whether the recipe's own global batch fits, the HBM one chip then holds, "
       "and the images/s bound at the chip's bfloat16 peak (or the compiler's estimate where "
-      "slower); below it, the largest global batch that fits (CLAE recipes; a baseline fits "
-      "wherever its CLAE recipe does). A refusal gives what a chip needs: after '>' where the "
+      "slower); below it, the largest global batch that fits, found to within 1/16 (CLAE "
+      "recipes; a baseline fits wherever its CLAE recipe does). A refusal gives what a chip needs: after '>' where the "
       "compiler gave up (its count, a lower bound), else a quick compile's need above 92% of "
       "the chip's HBM (`--full_compile` decides those). A recipe whose step is the same "
       "program as another's but for constants names it.",
@@ -243,10 +247,11 @@ def main():
       say(f"{recipe}: the same program as {same}")
     else:
       distinct.append(recipe)
-  # FIRST whole, then every other recipe at its own batch, then their searches.
-  work = [(r, step) for r in distinct if r in FIRST for step in (at_recipe_batch, largest_batches)]
-  work += [(r, at_recipe_batch) for r in distinct if r not in FIRST]
-  work += [(r, largest_batches) for r in distinct if r not in FIRST]
+  # Every recipe at its own batch (FIRST first), then the searches, the ResNet-50 ones (minutes
+  # a compile) last.
+  work = [(r, at_recipe_batch) for r in distinct]
+  work += sorted(((r, largest_batches) for r in distinct),
+                 key=lambda item: load(item[0]).model.architecture == "resnet50")
   for recipe, step in work:
     if step is largest_batches and (recipe in NO_MAX_BATCH or not load(recipe).adv.enabled):
       continue

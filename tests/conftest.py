@@ -121,9 +121,6 @@ def tiny_config(data_dir: str) -> "ml_collections.ConfigDict":
   c.data.data_dir = data_dir
   c.data.image_size = 8
   c.data.mean, c.data.std = (0.3,), (0.3,)
-  # The host views, as these tests were written for: the device views (the default) have
-  # their own tests in test_views, test_step, test_multiprocess and test_without_tensorflow.
-  c.data.views_on = "host"
   c.model.architecture = "resnet_small"
   c.model.width = 4
   c.model.projector = (16, 8)

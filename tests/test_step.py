@@ -219,22 +219,19 @@ def test_adversarial_fraction_must_leave_a_negative(config):
 
 
 def test_device_views_step_draws_the_views_of_its_view_key(config):
-  """The step that draws its views (data.views_on 'device') from uint8 images equals the
-  host-format step fed the views adcl.data.views draws with the step's view key.
-  (That views do not depend on the sharding is tests/test_views.py's.)"""
+  """The step fed uint8 images equals the same step fed the views adcl.data.views draws with
+  the step's view key. (That views do not depend on the sharding is tests/test_views.py's.)"""
   from adcl.data import views
 
-  config.data.views_on = "device"
   config.data.mean, config.data.std = (0.5,) * 3, (0.5,) * 3
   images = np.random.default_rng(3).integers(0, 256, (16, 12, 12, 3), dtype=np.uint8)
   trainer, state = setup(config, 2)
   key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), step_lib.VIEW_STREAM)
   view1, view2 = views.two_views(jnp.asarray(images), key, config.data, (0.5,) * 3, (0.5,) * 3)
-  config.data.views_on = "host"
-  host_trainer, host_state = setup(config, 2)
+  _, host_state = setup(config, 2)
   _, device_metrics = trainer.train_step(
       state, jax.device_put({"images": images}, trainer.data_sharding))
-  _, host_metrics = host_trainer.train_step(
-      host_state, jax.device_put({"view1": view1, "view2": view2}, host_trainer.data_sharding))
+  _, host_metrics = trainer.train_step(
+      host_state, jax.device_put({"view1": view1, "view2": view2}, trainer.data_sharding))
   for name in ("loss", "loss_adv", "grad_norm"):
     np.testing.assert_allclose(device_metrics[name], host_metrics[name], rtol=1e-5)

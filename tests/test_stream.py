@@ -210,7 +210,7 @@ def records_config(directory):
   from conftest import tiny_config
 
   config = tiny_config(directory)
-  config.data.source, config.data.views_on = "records", "device"
+  config.data.source = "records"
   return config
 
 

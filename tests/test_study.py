@@ -258,12 +258,11 @@ def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
                                      ("clae_w64", "simclr_w64"), ("clae_fraction_0_25", "clae")]
 
 
-def test_width_variant_is_the_width_pair_at_every_seed_with_device_views(tmp_path):
+def test_width_variant_is_the_width_pair_at_every_seed(tmp_path):
   spec = spec_lib.load_config_file("configs/studies/fashion_mnist_learned.py:width")
   runs = spec_lib.plan(spec, str(tmp_path))
   assert [(r.setting, r.seed) for r in runs] == [
       (name, seed) for name in ("simclr", "clae", "simclr_w64", "clae_w64") for seed in (0, 1, 2)]
-  assert {r.config.data.views_on for r in runs} == {"device"}
   assert {r.config.model.width for r in runs if r.setting.endswith("w64")} == {64}
   assert spec_lib.comparisons(spec) == [("clae", "simclr"), ("clae_w64", "simclr_w64")]
   with pytest.raises(ValueError, match="fashion_mnist_learned.py:wide: the variants are"):

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from adcl import checkpoints, configs, errors, train
+from adcl import build, checkpoints, configs, errors, train
 from adcl.data import pipeline
 from conftest import cli_env, write_config
 
@@ -127,6 +127,21 @@ def test_unknown_config_key_is_named(tmp_path, idx_dir):
   assert "Traceback" not in missing.stderr
 
 
+def test_a_retired_key_is_dropped_from_saved_configs_and_refused_in_new_ones(tiny, caplog):
+  """data.views_on (the retired host views): a run's saved config still loads, the log
+  saying where the views are now drawn; a config file that sets it is refused in one line."""
+  import logging
+  with caplog.at_level(logging.INFO, logger="absl"):
+    saved = configs.from_saved({**tiny.to_dict(), "data": {**tiny.data.to_dict(),
+                                                            "views_on": "host"}})
+  assert "views_on" not in saved.data and saved.data.image_size == tiny.data.image_size
+  assert "data.views_on='host' is retired: the views are drawn on the device" in caplog.text
+  tiny.data.views_on = "host"
+  with pytest.raises(ValueError, match="config.data.views_on: retired: the views are drawn on "
+                     "the device .*; delete it from the config$"):
+    configs.validate(tiny, 8)
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("data.source", "tfds", "config.data.name: 'tiny' is not a TFDS dataset"),
     ("train.batch_size", 12, "config.train.batch_size: 12 is not a positive multiple of the 8 devices"),
@@ -145,15 +160,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypat
   tiny.train.num_steps = 8
   tiny.train.checkpoint_every = 2
   tiny.train.log_every = 1
-  real_batches = pipeline.train_batches
+  real_trainer = build.trainer
 
-  def batches_with_a_nan_at_step_5(*args, **kwargs):
-    for index, batch in enumerate(real_batches(*args, **kwargs)):
-      if index == 4:  # The batch of step 5 (steps count from 1).
-        batch = {**batch, "view1": np.full_like(batch["view1"], np.nan)}
-      yield batch
+  def trainer_diverging_at_step_5(*args, **kwargs):
+    trainer = real_trainer(*args, **kwargs)
+    real_step, calls = trainer.train_step, []
 
-  monkeypatch.setattr(pipeline, "train_batches", batches_with_a_nan_at_step_5)
+    def train_step(state, batch):  # Step 5 (steps count from 1) diverges: NaN weights.
+      state, metrics = real_step(state, batch)
+      calls.append(len(calls) + 1)
+      if calls[-1] == 5:
+        state = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
+        metrics = {**metrics, "loss": metrics["loss"] * np.nan}
+      return state, metrics
+
+    trainer.train_step = train_step
+    return trainer
+
+  monkeypatch.setattr(build, "trainer", trainer_diverging_at_step_5)
   with pytest.raises(errors.NonFiniteLoss, match="at step 5: stopped; the last good checkpoint "
                      "is step 4"):
     train.run(tiny, workdir)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from adcl import build, errors, train
+from adcl import errors, train
 from conftest import REPO, cli_env, tiny_config, write_idx_dataset
 
 WITHOUT_TENSORFLOW = os.path.join(REPO, "tests", "without_tensorflow")  # Its sitecustomize.py.
@@ -37,7 +37,7 @@ def test_gpu_check_runs_without_tensorflow_at_toy_size(tmp_path):
   assert (step["plain_gflop_per_step"] < step["clae_fraction_0.5_gflop_per_step"]
           < step["clae_gflop_per_step"])
   quickstart = report["quickstart"]
-  assert quickstart["steps"] == 4 and quickstart["views_on"] == "device"
+  assert quickstart["steps"] == 4
   assert sorted(os.listdir(out / "quickstart_workdir" / "checkpoints")) == ["4"]
   assert [s for s, _ in quickstart["knn_top1"]] == [4] and 0 <= quickstart["knn_top1"][0][1] <= 100
   torch_missing = [f for f in report["failures"] if "PyTorch is not installed" in f]
@@ -51,21 +51,16 @@ def test_gpu_check_runs_without_tensorflow_at_toy_size(tmp_path):
       100 * 50_000 / records[0]["clae_images_per_s"] / 60, rel=1e-2)
   table = (out / "gpu_check.md").read_text()
   assert ("| resnet_small | 32 | simclr | bfloat16 | 8 |" in table
-          and "## Quickstart end to end (device views)" in table)
+          and "## Quickstart end to end" in table)
   assert "adv.fraction at bfloat16, batch 8: step time / plain 0.5: " in table
 
 
-@pytest.mark.parametrize("key, value, what", [
-    ("views_on", "host", "data.views_on='host' (tf.data views) needs TensorFlow"),
-    ("source", "tfds", "data.source='tfds' needs TensorFlow")])
-def test_what_needs_tensorflow_is_refused_in_one_line_before_the_workdir(
-    tmp_path, monkeypatch, idx_dir, key, value, what):
+def test_tfds_without_tensorflow_is_refused_in_one_line_before_the_workdir(
+    tmp_path, monkeypatch, idx_dir):
   monkeypatch.setitem(sys.modules, "tensorflow", None)
   config = tiny_config(str(idx_dir))
-  config.data.views_on = "auto"
-  assert build.views_on(config, backend="cpu") == "device"  # 'auto' without TensorFlow.
-  setattr(config.data, key, value)
-  with pytest.raises(errors.MissingDependency, match="^" + what.replace("(", r"\(")
-                     .replace(")", r"\)") + ", which is not installed here: pip install"):
+  config.data.source = "tfds"
+  with pytest.raises(errors.MissingDependency, match="^data.source='tfds' needs TensorFlow, "
+                     "which is not installed here: pip install"):
     train.run(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()

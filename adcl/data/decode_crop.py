@@ -30,8 +30,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from adcl.data.draws import CROP_TRIES
-
+CROP_TRIES = 10  # torchvision tries 10 random boxes before falling back to the whole image.
 ASPECT = (3 / 4, 4 / 3)
 DRAFT_REDUCTIONS = (8, 4, 2)  # The scales libjpeg decodes at directly.
 CENTER_FRACTION = 224 / 256  # The evaluation crop's share of the shorter side (ImageNet's).

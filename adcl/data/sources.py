@@ -70,6 +70,12 @@ def load_tfds(name: str, split: str, data_dir: str, size: int = 0) -> tuple[np.n
   tf = errors.import_tensorflow("data.source='tfds'")
   import tensorflow_datasets as tfds  # Heavy; imported where used.
 
+  # TensorFlow only reads the files: kept off accelerators, so it never takes their memory
+  # (possible only before its first op; a second load in one process finds it done).
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:
+    pass
   dataset = tfds.load(name, split=split, data_dir=data_dir or None, as_supervised=True)
   if size:
     resize = lambda x: tf.cast(tf.round(tf.image.resize(x, (size, size), antialias=True)), tf.uint8)

@@ -1,29 +1,59 @@
-"""Two augmented views per image drawn in jax, inside the compiled step (data.views_on 'device').
+"""Two augmented views per image drawn in jax, inside the compiled step, on every backend.
 
-The same recipe and parameters as the host views of adcl/data/augment.py (tf.data), written per
-image and vmapped over the batch: RandomResizedCrop(scale, ratio 3/4-4/3; torchvision's sampler:
-10 tries, else the whole image) -> horizontal flip (p 0.5) -> ColorJitter(brightness, contrast,
-saturation, hue) with `jitter_prob`, its ops in a random order per image -> grayscale with
-`gray_prob` -> Gaussian blur with `blur_prob` (sigma 0.1-2 px, kernel 10% of the side) ->
-normalise. One-channel images skip saturation, hue and grayscale. Each view is its random draws
-(`draw_view`, adcl.data.draws.ViewDraws) applied to the pixels (`apply_view`): the host views
-apply equal draws with the same arithmetic.
+SimCLR's recipe as torchvision writes it, per image and vmapped over the batch:
+RandomResizedCrop(scale, ratio 3/4-4/3; torchvision's sampler: 10 tries, else the whole image)
+-> horizontal flip (p 0.5) -> ColorJitter(brightness, contrast, saturation, hue) with
+`jitter_prob`, its ops in a random order per image -> grayscale with `gray_prob` -> Gaussian
+blur with `blur_prob` (sigma 0.1-2 px, kernel 10% of the side) -> normalise. One-channel images
+skip saturation, hue and grayscale. Each view is its random draws (`draw_view`, a ViewDraws)
+applied to the pixels (`apply_view`), so a test can force any combination of ops.
 
 Randomness: image i of the global batch of step t draws from fold_in(fold_in(key, t), i), so
 its views depend on (seed, t, i) only: not on how the batch is sharded over devices or split
 over processes. The host's only work per image is a copy of its uint8 pixels.
+
+Encoded records (JPEG/PNG) draw their crop boxes on the host instead
+(adcl/data/decode_crop.py), with the same torchvision sampler in numpy: the box must be known
+before the decode, which then decodes only as far as the box needs; `views_of_crops` does
+the rest of the view here.
 """
 
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from adcl.data.draws import (BLUR_KERNEL_FRACTION, CROP_TRIES, LUMA, ViewDraws,
-                             active_jitter_ops, jitter_ranges)
+from adcl.data.decode_crop import CROP_TRIES
 from adcl.data.resize import resized_crop
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L') used by torchvision.
+BLUR_KERNEL_FRACTION = 0.1  # SimCLR's kernel: 10% of the image side.
+
+
+class ViewDraws(NamedTuple):
+  """One image's draws for one view."""
+  box: Any  # float32 [4]: the crop (y0, x0, y1, x1) in [0, 1] units of the image.
+  flip: Any  # bool []: mirror left-right.
+  jitter_factors: Any  # float32 [4]: brightness, contrast, saturation factors; hue shift.
+  jitter_order: Any  # int32 [A]: position p runs active op jitter_order[p] (A active ops).
+  jitter: Any  # bool []: the colour jitter applies.
+  gray: Any  # bool []: to grayscale (colour images).
+  blur_sigma: Any  # float32 []: the Gaussian's sigma in pixels of the view.
+  blur: Any  # bool []: the blur applies.
+
+
+def active_jitter_ops(strengths, channels: int) -> list:
+  """Indices (0 brightness, 1 contrast, 2 saturation, 3 hue) of the jitter ops that change an
+  image with `channels` channels at these strengths: saturation and hue do nothing to grey."""
+  return [i for i, v in enumerate(strengths) if v > 0 and (channels == 3 or i < 2)]
+
+
+def jitter_ranges(strengths) -> list:
+  """[(low, high)] * 4 of each jitter factor, as torchvision: [max(0, 1 - s), 1 + s] for
+  brightness, contrast and saturation, [-h, h] for the hue shift."""
+  return [(max(0.0, 1 - v), 1 + v) for v in strengths[:3]] + [(-strengths[3], strengths[3])]
 
 
 def crop_box(key: jax.Array, scale, ratio=(3 / 4, 4 / 3)) -> jax.Array:
@@ -86,7 +116,7 @@ def jitter_order(key: jax.Array, count: int) -> jax.Array:
 
 def draw_jitter(key: jax.Array, strengths, prob: float, channels: int):
   """ColorJitter(*strengths)'s draws with probability `prob`: (factors [4] in
-  draws.jitter_ranges, order [A] of the active ops, applies bool [])."""
+  jitter_ranges, order [A] of the active ops, applies bool [])."""
   keys = jax.random.split(key, 6)
   factors = jnp.stack([jax.random.uniform(keys[i], minval=low, maxval=high)
                        for i, (low, high) in enumerate(jitter_ranges(strengths))])
@@ -144,7 +174,7 @@ def gaussian_blur(x: jax.Array, key: jax.Array, prob: float, sigma_range=(0.1, 2
 
 
 def draw_view(key: jax.Array, views: ml_collections.ConfigDict, channels: int) -> ViewDraws:
-  """The draws of one view of an image with `channels` channels (adcl.data.draws)."""
+  """The draws of one view of an image with `channels` channels."""
   k_crop, k_flip, k_jitter, k_gray, k_blur = jax.random.split(key, 5)
   factors, order, jitters = draw_jitter(k_jitter, tuple(views.jitter), views.jitter_prob,
                                         channels)

@@ -21,9 +21,9 @@ def get_config():
   spec = ml_collections.ConfigDict()
   spec.title = "CLAE vs SimCLR on Fashion-MNIST (2-core CPU, 1 epoch per run)"
   spec.config = "configs/quickstart.py"
-  spec.common = {"train": {"num_epochs": 1, "log_every": 100, "checkpoint_every": 300},
-                 # Its report was made with the earlier default: host views on this CPU.
-                 "data": {"views_on": "auto"}}
+  # Its report was made with the views drawn on the host (tf.data), since retired: a rerun
+  # draws them in the step, which trains alike (docs/studies.md) but not bit for bit.
+  spec.common = {"train": {"num_epochs": 1, "log_every": 100, "checkpoint_every": 300}}
   spec.seeds = (0, 1, 2)
   one = (0,)
   s = spec.settings = ml_collections.ConfigDict(sort_keys=False)  # Run in this order.
