@@ -2,6 +2,8 @@
 
 import datetime
 import json
+import os
+import socket
 import time
 
 from absl import logging
@@ -26,9 +28,7 @@ class Monitor:
     self._last_time, self._last_step = time.perf_counter(), start_step
     self._input_wait = 0.0
     if enabled:
-      # Imported where used: TensorBoard's writer loads TensorFlow's file system if present.
       from tensorboard.compat.proto import event_pb2, summary_pb2
-      from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
       self._path = paths.resolve(workdir) / "metrics.jsonl"
       records = paths.read_jsonl(self._path, keep_copy=True)  # Damaged lines: warned, skipped.
@@ -40,7 +40,7 @@ class Monitor:
                      len(records) - len(kept), start_step, self._path)
         paths.write_atomic(self._path, "".join(line + "\n" for line in self._lines))
       self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
-      self._writer = EventFileWriter(str(paths.resolve(workdir) / "tensorboard"))
+      self._writer = event_writer(str(paths.resolve(workdir) / "tensorboard"))
       # Also at step 1: a run killed before its first checkpoint completed starts over.
       self._writer.add_event(event_pb2.Event(
           wall_time=time.time(), step=start_step + 1,
@@ -93,3 +93,39 @@ class Monitor:
   def close(self) -> None:
     if self.enabled:
       self._writer.close()
+
+
+def event_writer(directory: str):
+  """A TensorBoard event file writer on `directory`: `add_event`, `flush`, `close`.
+
+  TensorBoard's EventFileWriter opens its file through TensorFlow's file system when
+  TensorFlow is installed, an import of seconds at the start of every run; it is kept for
+  remote folders (gs://), which need that file system. A local folder gets the same records
+  (TensorBoard's RecordWriter) in a plain file."""
+  if "://" in directory:
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    return EventFileWriter(directory)
+  return LocalEventWriter(directory)
+
+
+class LocalEventWriter:
+  """EventFileWriter's file, written synchronously to a local folder."""
+
+  def __init__(self, directory: str):
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    os.makedirs(directory, exist_ok=True)
+    name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.0")
+    self._records = RecordWriter(open(os.path.join(directory, name), "wb"))
+    self.add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+  def add_event(self, event) -> None:
+    self._records.write(event.SerializeToString())
+
+  def flush(self) -> None:
+    self._records.flush()
+
+  def close(self) -> None:
+    self._records.close()

@@ -1,5 +1,6 @@
 """Accuracy of a classifier (encoder + linear probe) under an L-inf attack on its input."""
 
+import functools
 from typing import Callable
 
 import jax
@@ -24,19 +25,22 @@ def robust_accuracy(logits_fn: Callable, variables, images: np.ndarray, labels: 
       random start, every iterate clipped. Batch b's random start uses fold_in(key, b's first
       row index).
   """
-
-  @jax.jit
-  def attacked_correct(variables, x, y, row_index):
-    loss_fn = lambda v: optax.softmax_cross_entropy_with_integer_labels(
-        logits_fn(variables, v), y).mean()
-    if steps == 1:
-      x_adv = jnp.clip(adversarial.fgsm(loss_fn, x, eps), clip[0], clip[1])
-    else:
-      x_adv = adversarial.pgd(loss_fn, x, eps, steps, eps / 4, True,
-                              jax.random.fold_in(key, row_index[0]), clip)
-    return jnp.argmax(logits_fn(variables, x_adv), -1) == y
-
-  correct = batched_apply(lambda x, y, i: attacked_correct(variables, x, y, i),
-                          [images, np.asarray(labels, np.int32), np.arange(len(images))],
-                          batch_size)
+  correct = batched_apply(
+      lambda x, y, i: attacked_correct(logits_fn, steps, variables, x, y, i, eps, clip, key),
+      [images, np.asarray(labels, np.int32), np.arange(len(images))], batch_size)
   return 100.0 * float(np.sum(correct)) / len(images)
+
+
+# Compiled once per (logits_fn, steps): every radius and every batch of an evaluation reuse it.
+@functools.partial(jax.jit, static_argnames=("logits_fn", "steps"))
+def attacked_correct(logits_fn: Callable, steps: int, variables, x, y, row_index, eps, clip,
+                     key) -> jax.Array:
+  """bool [B]: whether `logits_fn` still classifies each attacked row of x as y."""
+  loss_fn = lambda v: optax.softmax_cross_entropy_with_integer_labels(
+      logits_fn(variables, v), y).mean()
+  if steps == 1:
+    x_adv = jnp.clip(adversarial.fgsm(loss_fn, x, eps), clip[0], clip[1])
+  else:
+    x_adv = adversarial.pgd(loss_fn, x, eps, steps, eps / 4, True,
+                            jax.random.fold_in(key, row_index[0]), clip)
+  return jnp.argmax(logits_fn(variables, x_adv), -1) == y
