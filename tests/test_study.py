@@ -35,6 +35,10 @@ def tiny_spec(config_path: str, **fields) -> ml_collections.ConfigDict:
   return spec
 
 
+def load_study(path: str) -> spec_lib.Study:
+  return spec_lib.parse(spec_lib.load_config_file(path))
+
+
 def write_spec(tmp_path, config_path: str) -> str:
   path = tmp_path / "spec.py"
   path.write_text("import sys\n"
@@ -45,7 +49,8 @@ def write_spec(tmp_path, config_path: str) -> str:
 
 
 def test_plan_resolves_every_setting_and_seed(tmp_path, idx_dir):
-  runs = spec_lib.plan(tiny_spec(write_config(tmp_path, idx_dir)), str(tmp_path / "study"))
+  runs = spec_lib.plan(spec_lib.parse(tiny_spec(write_config(tmp_path, idx_dir))),
+                       str(tmp_path / "study"))
   assert [(r.setting, r.seed) for r in runs] == [("baseline", 0), ("baseline", 1),
                                                   ("clae", 0), ("clae", 1)]
   clae = runs[2].config
@@ -58,7 +63,13 @@ def test_plan_resolves_every_setting_and_seed(tmp_path, idx_dir):
     ({"common": {"train": {"num_stepz": 3}}}, "spec.common: 'train.num_stepz' is not a config key"),
     ({"common": {"train": {"num_steps": "six"}}}, "spec.common: train.num_steps = 'six'"),
     ({"settings": {"a": {"baseline": "nope"}}}, "spec.settings.a.baseline: 'nope' is not a setting"),
-    ({"settings": {"a": {"overide": {}}}}, "spec.settings.a: unknown field"),
+    ({"settings": {"a": {"overide": {}}}},
+     "spec.settings.a.overide: unknown field; did you mean 'overrides'?"),
+    ({"sweep": {}}, "spec.sweep: unknown field; did you mean 'sweeps'?"),
+    ({"evaluate": {"robust": 5}}, "spec.evaluate.robust: unknown field; did you mean "
+     "'robust_examples'?"),
+    ({"settings": {"a": {"colour": 1}}}, "spec.settings.a.colour: unknown field; the fields "
+     "are ['overrides', 'seeds', 'baseline', 'config']"),
     ({"config": "configs/missing.py"}, "spec.config: config file 'configs/missing.py' not found"),
     ({"sweeps": {"s": {"key": "adv.eps", "settings": ("b",)}}}, "spec.sweeps.s.settings: 'b'"),
     ({"comparisons": (("clae", "nope"),)},
@@ -67,7 +78,7 @@ def test_plan_resolves_every_setting_and_seed(tmp_path, idx_dir):
 def test_bad_specs_name_the_key(tmp_path, idx_dir, change, message):
   spec = tiny_spec(write_config(tmp_path, idx_dir), **change)
   with pytest.raises(ValueError, match=re.escape(message)):
-    spec_lib.plan(spec, str(tmp_path / "study"))
+    spec_lib.plan(spec_lib.parse(spec), str(tmp_path / "study"))
 
 
 def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
@@ -104,7 +115,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
   assert "Finished runs: 3 of 4. The grid is not finished" in partial
   assert "--max_runs" not in partial  # The report names the command of the whole grid.
   # --plan marks what this workdir has finished.
-  planned = spec_lib.plan(spec_lib.load_config_file(spec_path), str(workdir))
+  planned = spec_lib.plan(load_study(spec_path), str(workdir))
   table = report_lib.plan_table(planned, [], [r for r in planned if runner.is_finished(r)])
   assert "| baseline seed 0 (done) |" in table and "| clae seed 1 |" in table
 
@@ -142,7 +153,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path, idx_dir):
     assert f"[{name}](figures/{name})" in report
 
   # The records exported (no checkpoints) resume the grid in another workdir, all finished.
-  spec = spec_lib.load_config_file(spec_path)
+  spec = load_study(spec_path)
   exported = tmp_path / "exported"
   copied = runner.export(spec_lib.plan(spec, str(workdir)), str(workdir), str(exported))
   assert len(copied) == 1 + 3 + 4 * len(runner.RECORD_FILES)  # Report, figures, 4 runs.
@@ -189,7 +200,7 @@ def test_step_time_files_that_are_not_the_benchmarks_are_named(tmp_path):
 
 
 def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
-  spec = spec_lib.load_config_file(os.path.join(REPO, "configs", "studies", "paper_grid.py"))
+  spec = load_study(os.path.join(REPO, "configs", "studies", "paper_grid.py"))
   runs = spec_lib.plan(spec, str(tmp_path))
   assert len(runs) == 3 * 3 * 2 * 2
   by_name = {r.setting: r.config for r in runs}
@@ -219,7 +230,7 @@ def test_paper_grid_spec_plans_36_recipes_and_their_cost(tmp_path):
 
 
 def test_fashion_mnist_study_spec_is_the_issue_grid(tmp_path):
-  spec = spec_lib.load_config_file(os.path.join(REPO, "configs", "studies", "fashion_mnist.py"))
+  spec = load_study(os.path.join(REPO, "configs", "studies", "fashion_mnist.py"))
   runs = spec_lib.plan(spec, str(tmp_path))
   seeds = {}
   for r in runs:
@@ -229,16 +240,16 @@ def test_fashion_mnist_study_spec_is_the_issue_grid(tmp_path):
   config = {r.setting: r.config for r in runs if r.seed == 0}
   assert all(c.train.num_epochs == 1 and c.model.architecture == "resnet_small"
              for c in config.values())
-  assert [config[s].adv.eps for s in spec.sweeps.eps.settings] == [0.01, 0.03, 0.1]
-  assert [config[s].adv.alpha for s in spec.sweeps.alpha.settings] == [0.5, 1.0, 2.0]
-  assert [config[s].model.width for s in spec.sweeps.width.settings] == [8, 16, 32]
+  assert [config[s].adv.eps for s in spec.sweeps["eps"].settings] == [0.01, 0.03, 0.1]
+  assert [config[s].adv.alpha for s in spec.sweeps["alpha"].settings] == [0.5, 1.0, 2.0]
+  assert [config[s].model.width for s in spec.sweeps["width"].settings] == [8, 16, 32]
   assert config["clae_shared"].adv.shared_delta and not config["clae"].adv.shared_delta
   assert not config["simclr"].adv.enabled and config["clae_w32"].adv.enabled
-  assert spec.settings.clae_w32.baseline == "simclr_w32"
+  assert spec.settings["clae_w32"].baseline == "simclr_w32"
 
 
 def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
-  spec = spec_lib.load_config_file(
+  spec = load_study(
       os.path.join(REPO, "configs", "studies", "fashion_mnist_learned.py"))
   runs = spec_lib.plan(spec, str(tmp_path))
   seeds = {}
@@ -248,18 +259,18 @@ def test_learned_regime_study_spec_is_the_issue_grid(tmp_path):
                    "simclr_w64": [0], "clae_w64": [0]}
   config = {r.setting: r.config for r in runs if r.seed == 0}
   assert all(c.optim.schedule == "cosine" and c.train.num_epochs == 12 for c in config.values())
-  assert [config[s].model.width for s in spec.sweeps.width.settings] == [32, 64]
+  assert [config[s].model.width for s in spec.sweeps["width"].settings] == [32, 64]
   assert config["clae_fraction_0_25"].adv.fraction == 0.25 and config["clae"].adv.fraction == 1.0
   assert not config["simclr"].adv.enabled and not config["simclr_w64"].adv.enabled
   assert {spec.settings[s].baseline for s in ("clae", "clae_fraction_0_25")} == {"simclr"}
-  assert spec.settings.clae_w64.baseline == "simclr_w64"
+  assert spec.settings["clae_w64"].baseline == "simclr_w64"
   # The cheap attack against the full one, beside each setting against its baseline.
   assert spec_lib.comparisons(spec) == [("clae", "simclr"), ("clae_fraction_0_25", "simclr"),
                                      ("clae_w64", "simclr_w64"), ("clae_fraction_0_25", "clae")]
 
 
 def test_width_variant_is_the_width_pair_at_every_seed(tmp_path):
-  spec = spec_lib.load_config_file("configs/studies/fashion_mnist_learned.py:width")
+  spec = load_study("configs/studies/fashion_mnist_learned.py:width")
   runs = spec_lib.plan(spec, str(tmp_path))
   assert [(r.setting, r.seed) for r in runs] == [
       (name, seed) for name in ("simclr", "clae", "simclr_w64", "clae_w64") for seed in (0, 1, 2)]
@@ -287,6 +298,7 @@ def test_the_gain_at_each_width_is_paired_against_the_gain_at_the_first():
                 "interrupted": False, "machines": ["This CPU"],
                 **{m: 80.0 + gain[seed] for m in report_lib.METRICS}}
                for name, gain in gains.items() for seed in range(3)]
+  spec = spec_lib.parse(spec)
   runs = report_lib.aggregate(spec, summaries)
   assert stats.gain_differences(runs, ("clae_w64", "simclr_w64"), ("clae", "simclr"),
                                 "linear_top1") == pytest.approx([0.5, 0.5, 0.5])
@@ -323,7 +335,7 @@ def test_report_pairs_the_comparisons_and_checks_the_family_of_intervals():
                 "interrupted": False, "machines": machines(name, seed),
                 **{m: 80.0 + margin[m][seed] for m in report_lib.METRICS}}
                for name, margin in margins.items() for seed in range(3)]
-  text = report_lib.report_markdown(spec, [None] * 9, summaries, "cmd", "t")
+  text = report_lib.report_markdown(spec_lib.parse(spec), [None] * 9, summaries, "cmd", "t")
   rows = {tuple(line.split(" | ")[:2]): line for line in text.splitlines()
           if line.startswith(("| a |", "| b |"))}
   assert set(rows) >= {("| a", "base"), ("| b", "base"), ("| a", "b")}
@@ -362,7 +374,7 @@ def test_paired_interval_is_the_paired_t_interval():
 
 
 def test_time_left_weighs_the_runs_left_by_their_step_times(tmp_path):
-  spec = spec_lib.load_config_file(
+  spec = load_study(
       os.path.join(REPO, "configs", "studies", "fashion_mnist_learned.py"))
   planned = spec_lib.plan(spec, str(tmp_path))
   *width_32, simclr_w64, clae_w64 = planned
@@ -412,7 +424,7 @@ def test_a_committed_study_report_regenerates_byte_for_byte(tmp_path, monkeypatc
   shutil.copytree(os.path.join(docs, "runs"), tmp_path / workdir / "runs")
   os.symlink(os.path.join(REPO, "docs"), tmp_path / "docs")
   os.symlink(os.path.join(REPO, "configs"), tmp_path / "configs")
-  spec = spec_lib.load_config_file(value("--spec"))
+  spec = load_study(value("--spec"))
   planned = spec_lib.plan(spec, workdir)
   for run in planned:
     runner.check_same_config(run, runner.read_record(run))
@@ -425,7 +437,7 @@ def test_a_committed_study_report_regenerates_byte_for_byte(tmp_path, monkeypatc
 
 
 def test_damaged_run_records_are_set_aside_and_the_grid_goes_on(tmp_path, idx_dir):
-  spec = tiny_spec(write_config(tmp_path, idx_dir))
+  spec = spec_lib.parse(tiny_spec(write_config(tmp_path, idx_dir)))
   run = spec_lib.plan(spec, str(tmp_path / "study"))[0]
   os.makedirs(run.workdir)
   record = os.path.join(run.workdir, "study_run.json")
@@ -449,7 +461,7 @@ def test_damaged_run_records_are_set_aside_and_the_grid_goes_on(tmp_path, idx_di
 def test_imagenet_spec_plans_from_one_accelerators_step_time(tmp_path):
   """The ImageNet recipes (ResNet-50, 224 px, LARS 4096, bf16, records) and --plan's hours
   from the committed one-H200 record at batch 256, scaled to 16 such devices."""
-  spec = spec_lib.load_config_file(os.path.join(REPO, "configs", "studies", "imagenet.py"))
+  spec = load_study(os.path.join(REPO, "configs", "studies", "imagenet.py"))
   runs = spec_lib.plan(spec, str(tmp_path))
   by_name = {r.setting: r.config for r in runs}
   assert sorted(by_name) == ["imagenet100_baseline", "imagenet100_clae", "imagenet1k_baseline",

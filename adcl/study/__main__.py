@@ -26,7 +26,8 @@ def main(argv):
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected arguments {argv[1:]}")
   step_times = cost.read_step_times(f.step_times)  # Before anything runs: a bad file is named.
-  planned = spec_lib.plan(f.spec, f.workdir)
+  study = spec_lib.parse(f.spec)
+  planned = spec_lib.plan(study, f.workdir)
   if f.plan:
     finished = [run for run in planned if runner.is_finished(run)]
     print(report.plan_table(planned, step_times, finished), end="")
@@ -35,11 +36,11 @@ def main(argv):
   command = "python -m adcl.study " + " ".join(
       shlex.quote(a) for a in without_options(sys.argv[1:], ("--max_runs", "--export")))
   if f.export:  # The report redrawn from the finished runs, then copied with their records.
-    runner.write_report(f.spec, planned, f.workdir, command, step_times)
+    runner.write_report(study, planned, f.workdir, command, step_times)
     copied = runner.export(planned, f.workdir, f.export)
     print(f"copied {len(copied)} files to {f.export}")
     return
-  runner.run_study(f.spec, f.workdir, command, max_runs=f.max_runs, step_times=step_times)
+  runner.run_study(study, f.workdir, command, max_runs=f.max_runs, step_times=step_times)
 
 
 def without_options(args: Sequence[str], names: Sequence[str]) -> list:

@@ -88,7 +88,7 @@ def sweep_rows(spec, planned, runs: dict, sweep) -> list:
   rows = []
   for name in sweep.settings:
     done = runs[name]
-    baseline = spec.settings[name].get("baseline")
+    baseline = spec.settings[name].baseline
     row = {"setting": name, "x": configs.lookup(config_of[name], sweep.key), "n": len(done),
            "delta": stats.mean_std(stats.paired_values(runs, name, baseline, METRICS[0])
                                    if baseline else [])}
@@ -104,7 +104,7 @@ def gain_growth_rows(spec, runs: dict, sweep) -> list:
   baseline is left out: its difference of gains is the plain difference of the two settings,
   which spec.comparisons can pair."""
   pairs = [(name, spec.settings[name].baseline) for name in sweep.settings
-           if spec.settings[name].get("baseline")]
+           if spec.settings[name].baseline]
   return [[*pair, *pairs[0],
            [stats.paired_interval(stats.gain_differences(runs, pair, pairs[0], m))
             for m in METRICS]] for pair in pairs[1:] if pair[1] != pairs[0][1]]
@@ -161,7 +161,7 @@ def report_markdown(spec, planned: Sequence, summaries: Sequence[dict], command:
   runs = aggregate(spec, summaries)
   total = len(planned)
   lines = [f"# {title}", "", f"Produced by `{command}`.", "",
-           f"Base config `{spec.config}`; every run: {spec_lib.overrides_text(spec.get('common'))}.",
+           f"Base config `{spec.config}`; every run: {spec_lib.overrides_text(spec.common)}.",
            f"Finished runs: {len(summaries)} of {total}."
            + ("" if len(summaries) == total else " The grid is not finished; rerun the command "
               "to resume it."), ""]
@@ -171,7 +171,7 @@ def report_markdown(spec, planned: Sequence, summaries: Sequence[dict], command:
   rows = []
   for name, setting in spec.settings.items():
     done = runs[name].values()
-    rows.append([name, spec_lib.overrides_text(setting.get("overrides")), len(done),
+    rows.append([name, spec_lib.overrides_text(setting.overrides), len(done),
                  *[_pm([r[m] for r in done]) for m in METRICS],
                  *[_pm([r[f"{m}_minus_pixels"] for r in done if f"{m}_minus_pixels" in r])
                    for m in PIXEL_MARGINS],
@@ -184,7 +184,7 @@ def report_markdown(spec, planned: Sequence, summaries: Sequence[dict], command:
   paired = spec_lib.comparisons(spec)
   if paired:
     lines += ["", "## Against the baseline (paired by seed: setting − baseline"
-              + ("; then the spec's comparisons, setting − the other)" if spec.get("comparisons")
+              + ("; then the spec's comparisons, setting − the other)" if spec.comparisons
                  else ")"), "",
               "Mean difference over the seeds both settings finished, with its 95% interval "
               "(paired t over seeds); a gain or a loss only where the interval excludes 0. "
@@ -209,7 +209,7 @@ def report_markdown(spec, planned: Sequence, summaries: Sequence[dict], command:
                      "train wall time ratio",
                      *(["step-time ratio"] if step_ratios else [])], rows)]
     lines += ["", multiplicity_text(runs, paired)]
-  for sweep_name, sweep in (spec.get("sweeps") or {}).items():
+  for sweep_name, sweep in spec.sweeps.items():
     lines += ["", f"## Sweep: {sweep_name} ({sweep.key})", ""]
     rows = [[row["x"], row["setting"], row["n"], *(_pm_stats(row[m]) for m in METRICS),
              _pm_stats(row["delta"])] for row in sweep_rows(spec, planned, runs, sweep)]
@@ -265,7 +265,7 @@ def write_report(spec, planned, summaries: Sequence[dict], workdir: str, command
     # Each setting against its own baseline (one point per setting; spec.comparisons are
     # report rows only).
     paired = [(n, s.baseline) for n, s in spec.settings.items()
-              if s.get("baseline") and runs[n] and runs[s.baseline]]
+              if s.baseline and runs[n] and runs[s.baseline]]
     # The step-time ratio where every point has one (one machine, side by side), else wall time.
     by_step = bool(paired) and all(pair in step_ratios for pair in paired)
     points = [{"setting": n,
@@ -278,7 +278,7 @@ def write_report(spec, planned, summaries: Sequence[dict], workdir: str, command
                              "step time / baseline's" if by_step
                              else "train wall time / baseline's"),
           directory / "figures" / "cost.png"))
-    for sweep_name, sweep in (spec.get("sweeps") or {}).items():
+    for sweep_name, sweep in spec.sweeps.items():
       rows = [r for r in sweep_rows(spec, planned, runs, sweep) if r["n"]]
       if rows:
         written.append(figures.save(

@@ -13,7 +13,6 @@ import logging
 import time
 from typing import Optional, Sequence
 
-import ml_collections
 
 from adcl import compare, configs, errors, machine, paths
 from adcl.study import cost, report, spec as spec_lib
@@ -70,7 +69,7 @@ def note_machine(record: dict) -> None:
     machines.append(here)
 
 
-def execute(run: spec_lib.PlannedRun, evaluate_options: ml_collections.ConfigDict) -> dict:
+def execute(run: spec_lib.PlannedRun, evaluate_options: spec_lib.EvaluateOptions) -> dict:
   """Train `run` to the end (resuming), evaluate it once, and return its record.
 
   The record's train_seconds sums the training segments that finished; a segment killed
@@ -100,8 +99,8 @@ def execute(run: spec_lib.PlannedRun, evaluate_options: ml_collections.ConfigDic
     record.update(training=False, trained=True)
     write_record(run, record)
   start = time.perf_counter()
-  evaluate.evaluate_workdir(run.workdir, robust_examples=evaluate_options.get("robust_examples", 0),
-                            figures=evaluate_options.get("figures", False))
+  evaluate.evaluate_workdir(run.workdir, robust_examples=evaluate_options.robust_examples,
+                            figures=evaluate_options.figures)
   record.update(eval_seconds=time.perf_counter() - start, evaluated=True)
   write_record(run, record)
   return record
@@ -182,7 +181,7 @@ def run_study(spec, workdir: str, command: str, max_runs: int = 0,
   for run in planned:  # Fail on a changed spec before training anything.
     check_same_config(run, read_record(run))
     _check_evaluation(run, log)
-  evaluate_options = spec.get("evaluate") or ml_collections.ConfigDict()
+  evaluate_options = spec.evaluate
   started, finished_here = time.perf_counter(), []
   for index, run in enumerate(planned, 1):
     label = f"[{index}/{len(planned)}] {run.setting} seed {run.seed}"
