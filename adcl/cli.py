@@ -27,7 +27,8 @@ from typing import Callable
 
 from adcl import errors, tpu, xla_cpu
 
-EXPECTED = (ValueError, OSError, errors.NonFiniteLoss, errors.MissingDependency)
+EXPECTED = (ValueError, OSError, errors.NonFiniteLoss, errors.MissingDependency,
+            errors.ChildCrashed)
 
 
 class QuietLibraries(pylogging.Filter):

@@ -15,7 +15,11 @@ and what it reports is a table, not a run.
 
 import dataclasses
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from typing import Optional
 
@@ -337,6 +341,30 @@ def table(report: Report) -> str:
   return "\n".join(lines)
 
 
+# Set in the child process that does the compiles (run_isolated).
+CHILD = "ADCL_COMPILE_CHILD"
+
+
+def run_isolated(command: list, what: str) -> None:
+  """`command` (this command again, as the child that compiles) in a process of its own.
+
+  libtpu can die while compiling (a segfault deep in the TPU compiler: seen compiling the
+  quickstart's step for v6e-8 with libtpu 0.0.42), which no Python handler sees. The child's
+  stdout (the tables) passes through as it comes; its stderr is shown when it exits, or, if a
+  signal killed it, replaced by one line (the native trace with ADCL_DEBUG=1)."""
+  child = subprocess.run(command, env={**os.environ, CHILD: "1"}, stderr=subprocess.PIPE,
+                         text=True)
+  if child.returncode >= 0 or os.environ.get("ADCL_DEBUG") == "1":
+    sys.stderr.write(child.stderr)
+  if child.returncode > 0:
+    raise SystemExit(child.returncode)  # The child printed its own one-line error.
+  if child.returncode < 0:
+    raise errors.ChildCrashed(
+        f"the TPU compiler crashed ({signal.Signals(-child.returncode).name}) compiling "
+        f"{what}: a libtpu fault, not a verdict on memory; ADCL_DEBUG=1 shows its trace. "
+        "Try --full_compile, another libtpu version, or report it with that trace")
+
+
 def main(argv):
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -344,6 +372,10 @@ def main(argv):
   tpu_slice = tpu.get_slice(f.topology)
   if not tpu.compiler_available():
     raise errors.MissingDependency(tpu.INSTALL_HINT)
+  if os.environ.get(CHILD) != "1":
+    run_isolated([sys.executable, "-m", "adcl.compile", *sys.argv[1:]],
+                 f"{f.config.model.architecture} for {tpu_slice.name}")
+    return
   programs = ["train_step"] + (["embed"] if f.embed else [])
   from ml_collections import config_flags
 

@@ -31,6 +31,10 @@ class DamagedFile(ValueError):
     self.path, self.reason = path, reason
 
 
+class ChildCrashed(RuntimeError):
+  """A child process doing the work died of a signal (a native library's fault)."""
+
+
 class MissingDependency(ImportError):
   """An optional package a config asks for is not installed (TensorFlow for TFDS)."""
 

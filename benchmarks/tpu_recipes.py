@@ -6,7 +6,9 @@ fits, per-chip HBM, FLOPs, the step-time bound and the largest batch that fits.
 
 Appends one JSON line per compile to --records (resumable: a line already there is not
 compiled again) and writes the tables of --markdown from every line there. Compiles are the
-preflight's quick ones (adcl.compile.QUICK_OPTIONS).
+preflight's quick ones (adcl.compile.QUICK_OPTIONS). libtpu can kill the process while it
+compiles: the compile under way is announced in RECORDS.inflight, and the next run records it
+as a crash and goes on (`until python benchmarks/tpu_recipes.py; do :; done` runs it through).
 
 What is compiled, and why so few compiles answer for all of it:
 - Each recipe at its own global batch on each slice.
@@ -90,6 +92,35 @@ def append(path: str, record: dict) -> None:
     f.write(json.dumps(record) + "\n")
 
 
+# libtpu can crash the process while compiling (a segfault, not an error): each compile is
+# announced in RECORDS.inflight first, so that the next run records the crash and moves on.
+def inflight_path(records_path: str) -> str:
+  return records_path + ".inflight"
+
+
+def announce(records_path: str, record: dict) -> None:
+  with open(inflight_path(records_path), "w") as f:
+    json.dump(record, f)
+
+
+def settle(records_path: str) -> None:
+  """Forget the announced compile (it finished); called after each record is written."""
+  if os.path.exists(inflight_path(records_path)):
+    os.remove(inflight_path(records_path))
+
+
+def record_crash(records_path: str) -> None:
+  """A compile announced but never settled: the process died in it. Recorded as a crash."""
+  if not os.path.exists(inflight_path(records_path)):
+    return
+  with open(inflight_path(records_path)) as f:
+    record = json.load(f)
+  record.update(fits=False, crashed=True, batch=record.get("batch"),
+                error="the process died compiling it (libtpu crashed)")
+  append(records_path, record)
+  settle(records_path)
+
+
 def same_program(recipe: str, slices, records_path: str, done: dict):
   """The recipe listed before it whose step is the same program, if any (fingerprinted once)."""
   if ("fingerprint", recipe) not in done:
@@ -115,12 +146,14 @@ def at_recipe_batch(recipe: str, slices, records_path: str, done: dict) -> None:
       continue
     record = {"kind": "recipe_batch", "recipe": recipe, "slice": name,
               "batch": config.train.batch_size}
+    announce(records_path, record)
     try:
       record.update(preflight.compile_program(config, tpu.get_slice(name)).as_dict())
     except preflight.DoesNotFit as error:
       record.update(fits=False, needed_bytes=error.needed_bytes, error=str(error),
                     compiler_message=error.compiler_message)
     append(records_path, record)
+    settle(records_path)
     done[key] = record
     say(f"{recipe} on {name}: batch {record['batch']} "
         f"{'fits' if record['fits'] else 'does not fit'}")
@@ -138,10 +171,12 @@ def largest_batches(recipe: str, slices, records_path: str, done: dict) -> None:
     key = ("max_batch", recipe, name)
     family = tpu_slice.generation.topology
     if key in done:
-      per_chip.setdefault(family, done[key]["batch"] // tpu_slice.chips)
+      if not done[key].get("crashed"):
+        per_chip.setdefault(family, done[key]["batch"] // tpu_slice.chips)
       continue
     start = time.perf_counter()
     record = {"kind": "max_batch", "recipe": recipe, "slice": name}
+    announce(records_path, record)
     if family in per_chip:  # A slice of a generation searched already: confirm.
       batch = per_chip[family] * tpu_slice.chips
       try:
@@ -156,6 +191,7 @@ def largest_batches(recipe: str, slices, records_path: str, done: dict) -> None:
       per_chip.setdefault(family, largest // tpu_slice.chips)
     record["seconds"] = time.perf_counter() - start
     append(records_path, record)
+    settle(records_path)
     done[key] = record
     say(f"{recipe} on {name}: the largest batch that fits is {record['batch']} "
         f"({len(record['tried'])} compiles, {record['seconds']:.0f} s)")
@@ -178,7 +214,9 @@ def markdown(records: list, slices) -> str:
       "slower); below it, the largest global batch that fits, found to within 1/16 (CLAE "
       "recipes; a baseline fits wherever its CLAE recipe does). A refusal gives what a chip needs: after '>' where the "
       "compiler gave up (its count, a lower bound), else a quick compile's need above 92% of "
-      "the chip's HBM (`--full_compile` decides those). A recipe whose step is the same "
+      "the chip's HBM (`--full_compile` decides those). 'libtpu crashed': the TPU compiler "
+      "died (a segfault) compiling it, which says nothing about its memory. A recipe whose "
+      "step is the same "
       "program as another's but for constants names it.",
       "",
       "| recipe | batch | " + " | ".join(slices) + " |",
@@ -196,6 +234,9 @@ def markdown(records: list, slices) -> str:
       if row is None:
         cells.append("–")
         continue
+      if row.get("crashed"):
+        cells.append("**libtpu crashed** compiling it")
+        continue
       if not row["fits"]:
         need = row.get("needed_bytes")
         # The compiler's own count (it gave up: more than the chip has) is a lower bound; a
@@ -208,7 +249,9 @@ def markdown(records: list, slices) -> str:
         cell = (f"yes, {row['in_use_bytes'] / 2**30:.2f} / {row['hbm_bytes'] / 2**30:.0f} GiB, "
                 f"≤ {row['images_per_s_bound']:,.0f} img/s")
       largest = done.get(("max_batch", shown, name))
-      if largest is not None:
+      if largest is not None and largest.get("crashed"):
+        cell += "<br>max: libtpu crashed in the search"
+      elif largest is not None:
         cell += f"<br>max {largest['batch']:,}"
       cells.append(cell)
     label = f"`{recipe.removeprefix('configs/')}`" + (
@@ -230,6 +273,7 @@ def main():
   xla_cpu.apply_defaults()
   tpu.skip_absent_runtime()
   slices = args.slices.split(",")
+  record_crash(args.records)
   done = {}
   for r in read_records(args.records):
     done[(r["kind"], r["recipe"]) + ((r["slice"],) if "slice" in r else ())] = r

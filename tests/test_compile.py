@@ -9,7 +9,7 @@ import sys
 import jax
 import pytest
 
-from adcl import build, compile as preflight, configs, tpu
+from adcl import build, compile as preflight, configs, errors, tpu
 from adcl.step import data_mesh
 from conftest import REPO, cli_env
 
@@ -134,6 +134,34 @@ def test_max_batch_ends_between_a_batch_that_fits_and_one_a_granule_larger(monke
   assert largest == 216 * 4 and len(history) <= 4, history
   assert (216 * 4, True) in [h[:2] for h in history] and (224 * 4, False) in [
       h[:2] for h in history]
+
+  # A need that curves up near the edge (as the real ones do); at a resolution of 1/16 the
+  # search stops within 1/16 of the largest, in no more compiles than the exact one.
+  def curving_compile(config, tpu_slice, batch, program, full=False):
+    per_chip = batch // tpu_slice.chips
+    need = 2 * 2**30 + per_chip * 20 * 2**20 + per_chip ** 2 * 2**17
+    if need > usable:
+      raise preflight.DoesNotFit("too large", need)
+    return type("R", (), {"in_use_bytes": need})()
+
+  monkeypatch.setattr(preflight, "compile_program", curving_compile)
+  exact, exact_history = preflight.max_batch(config, v5e, progress=lambda *a: None)
+  rough, rough_history = preflight.max_batch(config, v5e, progress=lambda *a: None,
+                                             resolution=1 / 16)
+  assert exact == 248 * 4 and exact * (1 - 1 / 16) <= rough <= exact
+  assert len(rough_history) <= len(exact_history)
+
+
+def test_a_compiler_crash_ends_in_one_line():
+  """libtpu can kill the process it compiles in (a segfault); the preflight compiles in a
+  child process and turns its death into one line naming the signal."""
+  suicide = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+  with pytest.raises(errors.ChildCrashed, match=r"^the TPU compiler crashed \(SIGSEGV\) "
+                     r"compiling resnet50 for v4-8: a libtpu fault"):
+    preflight.run_isolated(suicide, "resnet50 for v4-8")
+  with pytest.raises(SystemExit) as failed:  # The child's own error: its exit code, as is.
+    preflight.run_isolated([sys.executable, "-c", "raise SystemExit(3)"], "x")
+  assert failed.value.code == 3
 
 
 def test_without_libtpu_only_the_preflight_needs_it_and_it_says_how_to_install_it():
