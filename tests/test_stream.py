@@ -51,10 +51,15 @@ def test_batches_are_the_same_bytes_for_any_workers_and_processes(shards):
   for batch in reference:
     np.testing.assert_array_equal(batch["images"], images[batch["indices"]])
     np.testing.assert_array_equal(batch["labels"], labels[batch["indices"]])
+  from absl import flags
+  parsed = flags.FLAGS.is_parsed()
   for workers in (1, 2):
     for got, want in zip(stream.step_batches(whole, 2, 7, workers=workers), reference,
                          strict=True):
       assert got["images"].tobytes() == want["images"].tobytes()
+  # Grain's workers read Grain's flags; the program's own flags are left as they were (a
+  # notebook's flags still parse later).
+  assert flags.FLAGS.is_parsed() == parsed
   halves = [list(stream.step_batches(
       stream.StepBatches(directory, "train", 1, 16, process_index=p, process_count=2), 2, 7))
       for p in (0, 1)]

@@ -142,12 +142,23 @@ def step_batches(batches: StepBatches, start_step: int, num_steps: int, workers:
   read_options = grain.ReadOptions(num_threads=max(1, prefetch), prefetch_buffer_size=prefetch)
   stream = dataset.to_iter_dataset(read_options)
   if workers:
-    from absl import flags
-
-    if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags; outside an absl
-      flags.FLAGS.mark_as_parsed()   # program (a notebook, a test) their defaults stand.
+    use_grain_flag_defaults()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(stream)
+
+
+def use_grain_flag_defaults() -> None:
+  """Grain's worker processes read Grain's absl flags, which outside an absl program (a
+  notebook, a test) are unparsed: each of Grain's own flags is marked as given (at its
+  default, unless set) so that they read; every other flag, and whether the program's flags
+  are parsed, is left as it was."""
+  from absl import flags
+
+  if flags.FLAGS.is_parsed():
+    return
+  for name in list(flags.FLAGS):
+    if name.startswith("grain_"):
+      flags.FLAGS[name].present = True
 
 
 def train_batches(config, start_step: int, num_steps: int, process_index: int = 0,
