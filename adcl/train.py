@@ -10,7 +10,7 @@ from absl import flags, logging
 import jax
 
 from adcl import build, checkpoints, cli, configs, distributed, errors
-from adcl.data import pipeline
+from adcl.data import order, pipeline
 from adcl.evaluation import knn, protocol, splits
 from adcl.lock import WorkdirLock
 from adcl.monitor import Monitor
@@ -74,7 +74,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   resume_step = ckpt.latest_step()
   if resume_step is not None:
     ckpt.check_compatible(config)
-  per_epoch = pipeline.steps_per_epoch(num_train, config.train.batch_size)
+  per_epoch = order.steps_per_epoch(num_train, config.train.batch_size)
   num_steps = total_steps(config, per_epoch)
   image_shape = (config.data.image_size, config.data.image_size, channels)
   trainer = build.trainer(config, image_shape, per_epoch, num_steps)

@@ -7,7 +7,7 @@ import numpy as np
 import jax.numpy as jnp
 import pytest
 
-from adcl.data import convert, decode_crop, records, sources, stream
+from adcl.data import convert, decode_crop, order, records, sources, stream
 from test_records import write_image_folder
 
 
@@ -30,16 +30,17 @@ def test_core_count_works_where_there_is_no_cpu_affinity(monkeypatch):
   assert stream.usable_cores() == (os.cpu_count() or 1)
 
 
-def test_each_epoch_visits_every_record_once_in_its_own_order():
-  steps = [stream.record_indices(3, t, 16, 64, range(16)) for t in range(8)]
+def test_each_epoch_visits_every_image_once_in_its_own_order():
+  """The one data order (adcl/data/order.py) of records and of sources read whole."""
+  steps = [order.batch_indices(3, t, 16, 64, range(16)) for t in range(8)]
   epochs = [np.concatenate(steps[:4]), np.concatenate(steps[4:])]
-  for order in epochs:
-    assert sorted(order) == list(range(64))
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(64))
   assert not np.array_equal(*epochs)
-  np.testing.assert_array_equal(stream.record_indices(3, 5, 16, 64, range(16)), steps[5])
-  assert not np.array_equal(stream.record_indices(4, 5, 16, 64, range(16)), steps[5])
+  np.testing.assert_array_equal(order.batch_indices(3, 5, 16, 64, range(16)), steps[5])
+  assert not np.array_equal(order.batch_indices(4, 5, 16, 64, range(16)), steps[5])
   # 70 records at batch 16: 4 steps an epoch, 6 records left out of each, as in memory.
-  assert len(set(np.concatenate([stream.record_indices(0, t, 16, 70, range(16))
+  assert len(set(np.concatenate([order.batch_indices(0, t, 16, 70, range(16))
                                  for t in range(4)]))) == 64
 
 
@@ -298,7 +299,7 @@ def test_a_corrupt_jpeg_stops_training_naming_its_record_and_keeps_the_checkpoin
   with pytest.raises(ValueError, match=r"record 14 of .*/train \(train/dog/00006.jpg\): not a "
                      "readable image"):
     train.run(config, str(tmp_path / "run"))
-  assert 14 in stream.record_indices(config.seed, 1, 8, 16, range(8))  # Step 2's batch.
+  assert 14 in order.batch_indices(config.seed, 1, 8, 16, range(8))  # Step 2's batch.
   assert checkpoints.Checkpoints(str(tmp_path / "run")).latest_step() == 1
 
 

@@ -1,11 +1,9 @@
 """Step batches read from converted shards (adcl/data/records.py) with Grain, in bounded memory.
 
-The batch of step t is a function of (seed, t) alone, as on the in-memory path: epoch
-e = t // steps_per_epoch visits the records in a seeded permutation of the split, computed
-index by index (`grain.experimental.index_shuffle`, O(1) memory, no permutation array of the
-split), and step t takes its slice of that order. Process p of P reads only rows
-[p * B / P, (p + 1) * B / P) of each global batch B, so resuming at any step, on any number of
-processes, needs no iterator state, and any number of shards serves any number of hosts.
+The batch of step t is the data order's (adcl/data/order.py), as for sources read whole: a
+function of (seed, t) alone, each process reading only its rows of each global batch. So
+resuming at any step, on any number of processes, needs no iterator state, and any number of
+shards serves any number of hosts.
 
 One Grain element is one step's local batch: the records of a batch are read in one call and
 decoded in one place, which keeps Grain's per-element overhead out of the per-image cost.
@@ -24,11 +22,9 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from adcl.data import decode_crop, pipeline, records
+from adcl.data import decode_crop, order, records
 
 VIEWS = 2  # Crops per encoded image: the two views of the contrastive pair.
-
-SHUFFLE_ROUNDS = 4  # Rounds of index_shuffle's cipher: enough for a well-mixed order.
 
 
 def usable_cores() -> int:
@@ -37,25 +33,6 @@ def usable_cores() -> int:
   if hasattr(os, "sched_getaffinity"):
     return len(os.sched_getaffinity(0))
   return os.cpu_count() or 1
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-  """The permutation seed of `epoch`: a 32-bit hash of (seed, epoch)."""
-  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def record_indices(seed: int, step: int, global_batch: int, num_records: int,
-                   rows: range) -> np.ndarray:
-  """int64 [len(rows)]: the records at `rows` of step `step`'s global batch (drop-remainder
-  epochs, as pipeline.steps_per_epoch)."""
-  from grain import experimental
-
-  per_epoch = pipeline.steps_per_epoch(num_records, global_batch)
-  epoch, first = step // per_epoch, (step % per_epoch) * global_batch
-  permutation_seed = epoch_seed(seed, epoch)
-  return np.array([experimental.index_shuffle(first + row, max_index=num_records - 1,
-                                              seed=permutation_seed, rounds=SHUFFLE_ROUNDS)
-                   for row in rows], np.int64)
 
 
 class StepBatches:
@@ -89,7 +66,7 @@ class StepBatches:
       raise ValueError(f"{records.manifest_path(directory, split)}: encoded images are cropped "
                        "on the host; give the crop (size, scale)")
     self.num_records = manifest["records"]
-    pipeline.steps_per_epoch(self.num_records, global_batch)  # A batch larger than the split.
+    order.steps_per_epoch(self.num_records, global_batch)  # A batch larger than the split.
 
   def _decode_threads(self) -> Optional[concurrent.futures.ThreadPoolExecutor]:
     """One pool for every batch of this process (Grain's threads make two at a time)."""
@@ -106,8 +83,8 @@ class StepBatches:
   def __call__(self, step: int) -> dict:
     if self._records is None:
       self._records = records.Split(self.directory, self.split)
-    indices = record_indices(self.seed, int(step), self.global_batch, self.num_records,
-                             self.rows)
+    indices = order.batch_indices(self.seed, int(step), self.global_batch, self.num_records,
+                                  self.rows)
     read = self._records.read(indices)
     batch = {"labels": np.array([r[0] for r in read], np.int32), "indices": indices}
     if self.encoded:
