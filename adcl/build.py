@@ -139,7 +139,7 @@ def step_batch_shapes(config: ml_collections.ConfigDict, source_shape: tuple, ba
   source_shape: (H, W, C) of the source's images (only C counts for `encoded` records, whose
     images the host cuts into crop regions of at most twice data.image_size a side).
   Returns {'images'} uint8 [B, H, W, C], or with `encoded` {'crops'} uint8 [B, 2, 2S, 2S, C]
-  and {'crop_sizes'} int32 [B, 2, 2] (adcl.data.stream.StepBatches).
+  and {'crop_sizes'} int32 [B, 2, 2] (adcl.data.records.StepBatches).
   """
   size, channels = config.data.image_size, source_shape[-1]
   shape = lambda dims, dtype: jax.ShapeDtypeStruct((batch_size, *dims), dtype, sharding=sharding)

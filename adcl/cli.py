@@ -106,7 +106,7 @@ def fix_mmap_threshold() -> None:
   large array is its own mapping, returned to the system when freed. By default glibc raises
   the threshold after the first large free, after which the evaluation's per-chunk arrays come
   from the heap, fragment it around the small arrays that outlive them, and resident memory
-  grows with the images evaluated (docs/data.md has the measurement). Nothing on other C
+  grows with the images evaluated (docs/data_design.md has the measurement). Nothing on other C
   libraries."""
   import ctypes
 

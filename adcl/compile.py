@@ -129,12 +129,12 @@ def source_shape(config) -> tuple[tuple, bool]:
   known shape (configs.IMAGE_SHAPES).
   """
   from adcl import configs
-  from adcl.data import records
+  from adcl.data import shards
 
   data = config.data
   if data.source == "records":
     try:
-      manifest = records.read_manifest(data.data_dir, data.train_split)
+      manifest = shards.read_manifest(data.data_dir, data.train_split)
     except (OSError, ValueError):
       return (data.image_size, data.image_size, 3), True
     if manifest["encoding"] == "encoded":

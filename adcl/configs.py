@@ -82,7 +82,7 @@ def base() -> ml_collections.ConfigDict:
   # training process (or in each worker process); 0: one per core this process may run on.
   # Pillow and numpy release Python's lock while they decode and copy, so threads scale with
   # the cores, and they pass batches without the copies between processes, which cost as much
-  # CPU as the decode itself for 224 px crop regions (docs/data.md).
+  # CPU as the decode itself for 224 px crop regions (docs/data_design.md).
   c.data.threads = 1
   # 'records' only: Grain worker processes making batches ahead of the step, each with
   # data.threads threads (0: none; the training process makes them, two ahead). For hosts

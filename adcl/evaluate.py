@@ -29,7 +29,7 @@ def evaluate_workdir(workdir: str, step: Optional[int] = None, robust_examples: 
   if figures:
     run = inspect.Run(restored.workdir, restored.step, restored.config, restored.model,
                       restored.variables)
-    images, labels = splits.split_head(data["test"], figure_examples)
+    images, labels = data["test"].head(figure_examples)
     written += run.write_figures(images, labels, pixel_knn=result.get("pixels_knn_top1"))
   return result, [str(w) for w in written]
 

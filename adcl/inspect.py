@@ -55,9 +55,7 @@ class Run:
     """Images (uint8 [N, H, W, C]) and labels ([N]) of `split` from the config's data source;
     the first `limit` of them if given (records: read only those)."""
     data = splits.load_split(self.config, split)
-    if limit is not None:
-      return splits.split_head(data, limit)
-    return data if isinstance(data, tuple) else data.head(len(data))
+    return data.head(len(data) if limit is None else limit)
 
   def normalize(self, images: np.ndarray) -> np.ndarray:
     """uint8 pixels [N, H, W, C] (or [N, H, W]) -> the encoder's float32 input [N, S, S, C]."""

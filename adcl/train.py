@@ -10,7 +10,7 @@ from absl import flags, logging
 import jax
 
 from adcl import build, checkpoints, cli, configs, distributed, errors
-from adcl.data import order, pipeline
+from adcl.data import memory, order
 from adcl.evaluation import knn, protocol, splits
 from adcl.lock import WorkdirLock
 from adcl.monitor import Monitor
@@ -38,20 +38,19 @@ def open_data(config: ml_collections.ConfigDict, process_index: int, process_cou
   this process's batches of those steps, the records' fingerprint ('' for sources read
   whole)).
 
-  'records' reads a batch at a time (adcl.data.stream) and evaluates a chunk at a time
+  'records' reads a batch at a time (adcl.data.records) and evaluates a chunk at a time
   (splits.load_split); the other sources load both splits whole."""
   eval_data = tuple(splits.load_split(config, split) for split in ("train", "test"))
   if config.data.source == "records":
-    from adcl.data import stream
+    from adcl.data import records
 
     train = eval_data[0]
-    batches = lambda start, end: stream.train_batches(config, start, end, process_index,
+    batches = lambda start, end: records.train_batches(config, start, end, process_index,
                                                       process_count)
     return len(train), train.channels, eval_data, batches, train.fingerprint
-  train_images = eval_data[0][0]
-  batches = lambda start, end: pipeline.train_images(train_images, config, start, end,
-                                                     process_index, process_count)
-
+  train_images = eval_data[0].images
+  batches = lambda start, end: memory.train_images(train_images, config, start, end,
+                                                   process_index, process_count)
   return len(train_images), train_images.shape[-1], eval_data, batches, ""
 
 
@@ -100,7 +99,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics, last_saved = {}, (start_step if resume_step is not None else None)
     for step in range(start_step + 1, num_steps + 1):
       state, device_metrics = trainer.train_step(
-          state, pipeline.to_global(monitor.next_batch(batches), trainer.data_sharding))
+          state, memory.to_global(monitor.next_batch(batches), trainer.data_sharding))
       stopping = stop.should_stop(step)  # SIGTERM/SIGINT: checkpoint this step, then exit.
       is_last = step == num_steps
       log_now = step % config.train.log_every == 0 or is_last or stopping

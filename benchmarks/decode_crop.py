@@ -17,9 +17,9 @@ all alike, the host's share of two 224 px RandomResizedCrops per image:
   tf_decode_crop   tf.image.decode_and_crop_jpeg once per crop (TensorFlow's way: decodes only
                    the crop's rows and columns, twice), left at its decoded size
   step_batches     the whole of adcl's host path for a step: the JPEGs written as records,
-                   read by adcl.data.stream.StepBatches in batches of --batch (seeded order,
+                   read by adcl.data.records.StepBatches in batches of --batch (seeded order,
                    ArrayRecord reads, pillow_draft, the batch written)
-  grain_threads    the same as training reads it (adcl.data.stream.step_batches), each batch
+  grain_threads    the same as training reads it (adcl.data.records.step_batches), each batch
                    decoded by --threads threads (0: one per core): images per CPU second; its
                    images/s by the clock is printed too (threads scale with the cores)
   grain_workers    the same in --workers Grain worker processes, one thread each, received by
@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np
 
-from adcl.data import decode_crop, stream
+from adcl.data import decode_crop, records
 
 SIZES = ((500, 375), (1600, 1200))
 
@@ -113,19 +113,19 @@ def step_batches_rates(jpegs: list, size: int, scale, batch: int, rounds: int, t
                        workers: int) -> dict:
   """Images per CPU second of StepBatches reading `jpegs` (as encoded records in a temporary
   folder) in batches of `batch`: 'step_batches', in this thread, the best of `rounds` rounds
-  of a whole number of batches; 'grain_threads' and 'grain_workers', by adcl.data.stream.
+  of a whole number of batches; 'grain_threads' and 'grain_workers', by adcl.data.records.
   step_batches over as many steps with `threads` threads or `workers` worker processes (CPU of
   this process and its workers together); and 'grain_threads_wall', images/s by the clock."""
   import tempfile
 
   import process_tree  # benchmarks/process_tree.py
-  from adcl.data import records, stream
+  from adcl.data import records, shards
 
   rates = {}
   with tempfile.TemporaryDirectory() as directory:
-    records.write_split((records.Example(0, f"{i}.jpg", data) for i, data in enumerate(jpegs)),
+    shards.write_split((shards.Example(0, f"{i}.jpg", data) for i, data in enumerate(jpegs)),
                         directory, "train", "encoded", classes=["all"])
-    batches = stream.StepBatches(directory, "train", 0, batch, crop=(size, scale))
+    batches = records.StepBatches(directory, "train", 0, batch, crop=(size, scale))
     steps = len(jpegs) // batch
     batches(0)  # Warm up: opening the shards.
     seconds = []
@@ -136,11 +136,11 @@ def step_batches_rates(jpegs: list, size: int, scale, batch: int, rounds: int, t
       seconds.append(time.process_time() - start)
     rates["step_batches"] = steps * batch / min(seconds)
     warm_up, timed = 2, rounds * steps
-    threaded = stream.StepBatches(directory, "train", 0, batch, crop=(size, scale),
+    threaded = records.StepBatches(directory, "train", 0, batch, crop=(size, scale),
                                   threads=threads)
     for name, source, options in (("grain_threads", threaded, {}),
                                   ("grain_workers", batches, {"workers": workers})):
-      made = stream.step_batches(source, 0, warm_up + timed, **options)
+      made = records.step_batches(source, 0, warm_up + timed, **options)
       for _ in range(warm_up):  # The threads or workers started and running ahead.
         next(made)
       cpu, wall = process_tree.cpu_s(os.getpid()), time.perf_counter()
@@ -220,7 +220,7 @@ def main():
             "cores_for_target": {k: round(args.target_images_per_s / v, 1)
                                  for k, v in per_core.items()},
             "grain_threads_wall_images_per_s": round(threads_wall, 1),
-            "cores": stream.usable_cores()}
+            "cores": records.usable_cores()}
   for name in per_core:
     print(f"{name:15s} {per_core[name]:8.1f} images/s per core  "
           f"{result['over_full_decode'][name]:.2f}x a full decode  "

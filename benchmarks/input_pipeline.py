@@ -3,8 +3,8 @@
     python benchmarks/input_pipeline.py --setting quickstart
     python benchmarks/input_pipeline.py --setting cifar10_resnet18
 
-The host's part: the in-memory epoch order and uint8 gather (pipeline.train_images, one
-thread), and the same read from raw-pixel records on disk (adcl.data.stream.StepBatches, one
+The host's part: the in-memory epoch order and uint8 gather (memory.train_images, one
+thread), and the same read from raw-pixel records on disk (adcl.data.records.StepBatches, one
 thread: what data.source='records' does for converted IDX / NPZ), over random uint8 images of
 the setting's shape. The device's part: the views alone (adcl.data.views.two_views, jitted),
 and the compiled CLAE step fed ready views and fed uint8 images (it then draws the views, as
@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from adcl import configs, step as step_lib, xla_cpu
-from adcl.data import pipeline, views
+from adcl.data import memory, views
 from adcl.data.normalize import normalization
 import step_time
 
@@ -45,7 +45,7 @@ def setting_config(name):
 
 
 def pipeline_images_per_s(source, images, config, steps):
-  """Images/s of `source` (pipeline.train_images) on the host."""
+  """Images/s of `source` (memory.train_images) on the host."""
   batches = source(images, config, 0, steps + 3)
   for _ in range(3):  # Warm-up: graph tracing and the first prefetches.
     next(batches)
@@ -57,16 +57,16 @@ def pipeline_images_per_s(source, images, config, steps):
 
 def raw_records_images_per_s(images, config, steps):
   """Images/s, on one thread, of the records path's host part for raw pixels
-  (adcl.data.stream.StepBatches: seeded indices, one ArrayRecord read per batch, decode and
+  (adcl.data.records.StepBatches: seeded indices, one ArrayRecord read per batch, decode and
   stack) over `images` written as raw records to a temporary folder."""
   import tempfile
 
-  from adcl.data import records, stream
+  from adcl.data import records, shards
 
   with tempfile.TemporaryDirectory() as directory:
-    records.write_split((records.Example(0, "", image.tobytes()) for image in images),
+    shards.write_split((shards.Example(0, "", image.tobytes()) for image in images),
                         directory, "train", "raw", classes=["all"], shape=images.shape[1:])
-    batches = stream.StepBatches(directory, "train", config.seed, config.train.batch_size)
+    batches = records.StepBatches(directory, "train", config.seed, config.train.batch_size)
     for step in range(3):  # Warm-up: opening the shards.
       batches(step)
     start = time.perf_counter()
@@ -118,7 +118,7 @@ def main():
                                              dtype=np.uint8)
   result = {"setting": args.setting, "batch": config.train.batch_size,
             "image_size": config.data.image_size}
-  gather = pipeline_images_per_s(pipeline.train_images, images, config, args.pipeline_steps)
+  gather = pipeline_images_per_s(memory.train_images, images, config, args.pipeline_steps)
   from_records = raw_records_images_per_s(images, config, args.pipeline_steps)
   drawn = device_views_images_per_s(images, config, args.pipeline_steps)
   result.update(uint8_gather_images_per_s_per_core=round(gather, 1),

@@ -4,9 +4,9 @@
     python benchmarks/shard_memory.py --record-kb 3,100 --records 256   # by record size
 
 For each `--record-kb`, writes the larger of `--shards` shards of `--records` incompressible
-records each (adcl.data.records, as the converter does), and a second manifest naming only the
+records each (adcl.data.shards, as the converter does), and a second manifest naming only the
 first (smaller count) of them. A fresh process per (size, count) reads its split through
-adcl.data.records.Split as training does (batches of random indices) and reads its anonymous
+adcl.data.shards_lib.Split as training does (batches of random indices) and reads its anonymous
 resident memory (RssAnon: the heap, not the page cache of the files) after opening, after one
 batch that touches every shard, and after `--batches` more. What one more shard costs is the
 difference between the two counts over the difference of shards, so the reader's fixed cost
@@ -38,26 +38,26 @@ def rss_anon_mb() -> float:
 def write_shards(directory: str, counts: list, records: int, record_bytes: int) -> None:
   """Split 'train' of max(counts) shards, and 'first{count}' naming the first `count` of them
   for each count."""
-  from adcl.data import records as records_lib
+  from adcl.data import shards as shards_lib
 
   rng = np.random.default_rng(0)
-  examples = (records_lib.Example(0, "", rng.bytes(record_bytes))
+  examples = (shards_lib.Example(0, "", rng.bytes(record_bytes))
               for _ in range(max(counts) * records))
-  manifest = records_lib.write_split(examples, directory, "train", "encoded", classes=["all"],
+  manifest = shards_lib.write_split(examples, directory, "train", "encoded", classes=["all"],
                                      records_per_shard=records)
   for count in counts:
     subset = dict(manifest, split=f"first{count}", shards=manifest["shards"][:count],
                   records=count * records)
-    with open(records_lib.manifest_path(directory, f"first{count}"), "w") as f:
+    with open(shards_lib.manifest_path(directory, f"first{count}"), "w") as f:
       json.dump(subset, f)
 
 
 def measure(directory: str, split_name: str, batches: int, batch: int) -> dict:
   """Anonymous RSS (MB) of this process before and after opening and reading the split."""
-  from adcl.data import records as records_lib
+  from adcl.data import shards as shards_lib
 
   before = rss_anon_mb()
-  split = records_lib.Split(directory, split_name)
+  split = shards_lib.Split(directory, split_name)
   opened = rss_anon_mb()
   shards = len(split.manifest["shards"])
   per_shard = split.manifest["shards"][0]["records"]

@@ -5,10 +5,16 @@ import os
 import shutil
 import tempfile
 
+# Test-only: the suite's programs are tiny and run for a few steps, so compiling them is most
+# of their cost, and XLA:CPU compiles them in about 3/4 of the time without LLVM's
+# optimisations (docs/performance.md). Every process the tests start gets it too (cli_env).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 # Unless the caller chose a count (a CLI test's subprocess, whose config file imports this).
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8").strip()
+if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+  os.environ["XLA_FLAGS"] += " " + TEST_XLA_FLAGS
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite runs on the CPU; libtpu is installed for the TPU preflight's compiles only
 # (tests/test_compile.py), which need no TPU runtime.
@@ -149,10 +155,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def cli_env(devices: int = 0, compilation_cache: bool = True, **extra) -> dict:
   """The environment for a CLI subprocess: this one without the forced 8 devices (`devices`
   forces that many instead), with or without the shared compilation cache, plus `extra`."""
-  drop = {"XLA_FLAGS"} | (set() if compilation_cache else set(COMPILATION_CACHE))
+  drop = set() if compilation_cache else set(COMPILATION_CACHE)
   env = {k: v for k, v in os.environ.items() if k not in drop}
-  if devices:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = TEST_XLA_FLAGS + (
+      f" --xla_force_host_platform_device_count={devices}" if devices else "")
   env.update(extra)
   return env
 

@@ -8,7 +8,8 @@ import os
 import sys
 
 process_id, num_processes, port, result_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +  # The test's, then 2 devices.
+                          " --xla_force_host_platform_device_count=2")
 
 import jax
 

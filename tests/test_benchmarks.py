@@ -90,7 +90,7 @@ def test_memory_of_training_on_records_does_not_grow_with_the_dataset(tmp_path):
 
 def test_input_pipeline_times_raw_records():
   """benchmarks/input_pipeline.py's records part runs: the images written as raw records to a
-  temporary folder and read back by StepBatches (whose bytes tests/test_stream.py checks)."""
+  temporary folder and read back by StepBatches (whose bytes tests/test_records.py checks)."""
   import os
 
   import numpy as np

@@ -2,7 +2,9 @@
 date (measurements live in docs/performance.md)."""
 
 import ast
+import decimal
 import io
+import itertools
 import os
 import re
 import shlex
@@ -151,3 +153,55 @@ def test_no_comment_or_docstring_in_adcl_holds_a_measured_figure():
                 for line, text in _comments_and_docstrings(path) if FIGURE.search(text)]
   assert not found, "measurements belong in docs/performance.md:\n" + "\n".join(found)
   assert FIGURE.search("takes 6.5 s on 8 devices") and FIGURE.search("plain 14.3 img/s")
+
+
+# A figure with a unit and at least 4 significant digits, as the pages write them.
+STATED_FIGURE = re.compile(r"(?<![\w.,/+-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s?"
+                           r"(%|GFLOP|img/s|images/s|GiB|GB|MB|ms|s|h|minutes)(?!\w)")
+# Figures that differ from another page's by one in the last digit and are other measurements.
+OTHER_MEASUREMENTS = {
+    ("docs/studies.md", "84.40%"): "the pixel probe computed on the H200; the CPU's is 84.39%",
+}
+
+
+def _stated_figures(text: str):
+  for match in STATED_FIGURE.finditer(text):
+    value = decimal.Decimal(match.group(1).replace(",", ""))
+    if len(value.as_tuple().digits) >= 4:
+      yield value, match.group(2), match.group(0)
+
+
+def _rounded_apart(a: decimal.Decimal, b: decimal.Decimal) -> bool:
+  """Two figures written to the same place that differ by one there: one quantity rounded
+  twice, or one page's copy left behind when the other was remeasured."""
+  exponent = a.as_tuple().exponent
+  return (exponent == b.as_tuple().exponent and a != b
+          and abs(a - b) <= decimal.Decimal(1).scaleb(exponent))
+
+
+def figures_that_drifted(pages: dict) -> list:
+  """'page: figure ~ page: figure' for each pair of pages ({path: text}) that state figures of
+  one unit differing by one in their last digit (other than OTHER_MEASUREMENTS)."""
+  stated = {page: [f for f in _stated_figures(text) if (page, f[2]) not in OTHER_MEASUREMENTS]
+            for page, text in pages.items()}
+  return [f"{a}: {text_a} ~ {b}: {text_b}"
+          for a, b in itertools.combinations(sorted(stated), 2)
+          for value_a, unit_a, text_a in stated[a] for value_b, unit_b, text_b in stated[b]
+          if unit_a == unit_b and _rounded_apart(value_a, value_b)]
+
+
+def test_a_figure_two_pages_state_is_the_same_figure():
+  """README and the guide's pages (docs/*.md); a study's folder records that study's runs, on
+  its machine, and is left out."""
+  pages = {}
+  for page in [p for p in PAGES if os.path.dirname(p) in ("", "docs")]:
+    with open(os.path.join(REPO, page)) as f:
+      pages[page] = f.read()
+  drifted = figures_that_drifted(pages)
+  assert not drifted, ("state a figure once and link to it, or make the copies equal:\n" +
+                       "\n".join(drifted))
+  # What it catches, and what it leaves: the same probe rounded twice, 1,383 vs 1,384 MB; a
+  # figure restated with fewer digits, and different quantities.
+  assert len(figures_that_drifted({"a.md": "probe 84.39%; peak 1,383 MB",
+                                   "b.md": "probe 84.40%, peak 1,384 MB"})) == 2
+  assert not figures_that_drifted({"a.md": "84.39% and 683.3 GFLOP", "b.md": "84.4%, 690 GFLOP"})

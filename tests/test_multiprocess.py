@@ -26,7 +26,7 @@ def free_port() -> int:
 
 def test_two_processes_cover_eval_exactly_once_and_build_global_batches(tmp_path):
   port = str(free_port())
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = cli_env()
   worker = os.path.join(REPO, "tests", "multiprocess_worker.py")
   procs = [subprocess.Popen([sys.executable, worker, str(i), "2", port, str(tmp_path / f"{i}.json")],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adcl import figures
-from adcl.evaluation import linear, pixels
+from adcl.evaluation import linear, pixels, splits
 
 
 def _tiny_data(seed=0, size=6, num_train=90, num_test=30):
@@ -18,7 +18,8 @@ def _tiny_data(seed=0, size=6, num_train=90, num_test=30):
   for split, n in (("train", num_train), ("test", num_test)):
     labels = rng.integers(0, 3, n)
     noise = rng.integers(-90, 90, (n, size, size, 1))
-    data[split] = (np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8), labels)
+    data[split] = splits.ArraySplit(
+        np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8), labels)
   return data
 
 
@@ -43,11 +44,11 @@ def test_pixel_baseline_matches_a_direct_numpy_computation():
   data, config = _tiny_data(), _data_config()
   result = pixels.compute(data, config, k=7, sigma=0.1)
   # The features: the normalised pixels at the input size, flattened.
-  expected = {split: ((images / 255.0 - 0.4) / 0.25).reshape(len(images), -1)
-              for split, (images, _) in data.items()}
-  np.testing.assert_allclose(pixels.pixel_features(data["train"][0], config), expected["train"],
-                             rtol=1e-6, atol=1e-6)
-  (_, train_labels), (_, test_labels) = data["train"], data["test"]
+  expected = {split: ((s.images / 255.0 - 0.4) / 0.25).reshape(len(s), -1)
+              for split, s in data.items()}
+  np.testing.assert_allclose(pixels.pixel_features(data["train"].images, config),
+                             expected["train"], rtol=1e-6, atol=1e-6)
+  train_labels, test_labels = data["train"].labels, data["test"].labels
   assert result["pixels_features"] == 36
   assert result["pixels_knn_top1"] == pytest.approx(
       _numpy_knn(expected["train"], train_labels, expected["test"], test_labels, 7, 0.1))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adcl import build, checkpoints, configs, errors, train
-from adcl.data import pipeline
+from adcl.data import memory
 from conftest import cli_env, write_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,14 +50,14 @@ def test_resume_gives_the_same_parameters_as_one_run(tiny, tmp_path):
 
 
 def test_uint8_batches_are_a_function_of_the_step(tiny):
-  """The device-views path (pipeline.train_images): a run resumed at step 3 gets the batches an
+  """The device-views path (memory.train_images): a run resumed at step 3 gets the batches an
   uninterrupted one gets, each process its rows, and each epoch every image once."""
   images = np.random.default_rng(0).permutation(64 * 144).reshape(64, 12, 12, 1).astype(np.uint8)
-  full = [b["images"] for b in pipeline.train_images(images, tiny, 0, 6)]
-  resumed = [b["images"] for b in pipeline.train_images(images, tiny, 3, 6)]
+  full = [b["images"] for b in memory.train_images(images, tiny, 0, 6)]
+  resumed = [b["images"] for b in memory.train_images(images, tiny, 3, 6)]
   for a, b in zip(full[3:], resumed):
     np.testing.assert_array_equal(a, b)
-  halves = [[b["images"] for b in pipeline.train_images(images, tiny, 0, 6, p, 2)] for p in (0, 1)]
+  halves = [[b["images"] for b in memory.train_images(images, tiny, 0, 6, p, 2)] for p in (0, 1)]
   for step in range(6):
     np.testing.assert_array_equal(np.concatenate([halves[0][step], halves[1][step]]), full[step])
   epoch = np.concatenate(full[:4])  # 4 batches of 16: one epoch of 64.

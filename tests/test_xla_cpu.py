@@ -61,7 +61,8 @@ cli.run(main, "probe")
 
 
 def _probe(xla_flags, before=""):
-  env = {k: v for k, v in cli_env(compilation_cache=False).items() if k != "ADCL_XLA_DEFAULTS"}
+  env = {k: v for k, v in cli_env(compilation_cache=False).items()
+         if k not in ("ADCL_XLA_DEFAULTS", "XLA_FLAGS")}  # A user's fresh process.
   if xla_flags is not None:
     env["XLA_FLAGS"] = xla_flags
   result = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], env=env,

@@ -1,6 +1,6 @@
 """`python -m adcl.data.convert --source folder|idx|npz|tfds --data_dir DIR --out OUT`.
 
-Writes each split of a source as ArrayRecord shards with a manifest (adcl/data/records.py), in
+Writes each split of a source as ArrayRecord shards with a manifest (adcl/data/shards.py), in
 bounded memory: an image folder or a TFDS dataset is read one image at a time, and its JPEG/PNG
 bytes are copied as they are (never decoded or re-encoded), so ImageNet converts at the speed
 of the disk. IDX and NPZ sources are pixel arrays and become 'raw' records of their shape;
@@ -25,13 +25,13 @@ import numpy as np
 from absl import flags, logging
 
 from adcl import cli, errors
-from adcl.data import records, sources
+from adcl.data import shards, sources
 
 SOURCES = ("folder", "idx", "npz", "tfds")
 
 
 def folder_examples(directory: str, split: str, only: Optional[Sequence[str]] = None
-                    ) -> tuple[Iterator[records.Example], list, int]:
+                    ) -> tuple[Iterator[shards.Example], list, int]:
   """(examples, class names, count) of an image folder's split (sources.folder_listing's
   layouts, restricted to the classes `only` if given); each example holds its file's bytes,
   read when the iterator reaches it."""
@@ -40,20 +40,20 @@ def folder_examples(directory: str, split: str, only: Optional[Sequence[str]] = 
   def examples():
     for path, label in zip(paths, labels):
       with open(path, "rb") as f:
-        yield records.Example(label, os.path.relpath(path, directory), f.read())
+        yield shards.Example(label, os.path.relpath(path, directory), f.read())
 
   return examples(), classes, len(paths)
 
 
 def array_examples(images: np.ndarray, labels: np.ndarray,
-                   name: str) -> Iterator[records.Example]:
+                   name: str) -> Iterator[shards.Example]:
   """'raw' examples of uint8 [N, H, W, C] images, named 'NAME[i]'."""
   for i, (image, label) in enumerate(zip(images, labels)):
-    yield records.Example(int(label), f"{name}[{i}]", np.ascontiguousarray(image).tobytes())
+    yield shards.Example(int(label), f"{name}[{i}]", np.ascontiguousarray(image).tobytes())
 
 
 def tfds_examples(name: str, split: str, data_dir: Optional[str]
-                  ) -> tuple[Iterator[records.Example], list, Optional[int], int]:
+                  ) -> tuple[Iterator[shards.Example], list, Optional[int], int]:
   """(examples, class names, count or None, channels) of a TFDS split, its images' encoded
   bytes as stored."""
   errors.import_tensorflow("--source=tfds")
@@ -71,7 +71,7 @@ def tfds_examples(name: str, split: str, data_dir: Optional[str]
 
   def examples():
     for i, example in enumerate(tfds.as_numpy(dataset)):
-      yield records.Example(int(example[label_key]), f"{name}/{split}[{i}]",
+      yield shards.Example(int(example[label_key]), f"{name}/{split}[{i}]",
                             bytes(example[image_key]))
 
   return examples(), classes, count, channels
@@ -90,7 +90,7 @@ def read_class_list(path: str) -> list:
 
 
 def convert_split(source: str, data_dir: str, split: str, out: str, name: str = "",
-                  records_per_shard: int = records.RECORDS_PER_SHARD,
+                  records_per_shard: int = shards.RECORDS_PER_SHARD,
                   only: Optional[Sequence[str]] = None) -> dict:
   """Convert one split (of an image folder, only the classes `only` if given); returns its
   manifest."""
@@ -123,7 +123,7 @@ def convert_split(source: str, data_dir: str, split: str, out: str, name: str = 
             + " left") if count else ""
     logging.info("%s: %d / %s images (%.0f images/s%s)", split, done, count or "?", rate, left)
 
-  manifest = records.write_split(examples, out, split, encoding, classes, shape, channels,
+  manifest = shards.write_split(examples, out, split, encoding, classes, shape, channels,
                                  records_per_shard, progress)
   logging.info("%s: %d images in %d shards, %.1f MB, in %s", split, manifest["records"],
                len(manifest["shards"]), sum(s["bytes"] for s in manifest["shards"]) / 1e6, out)
@@ -143,7 +143,7 @@ def main(argv):
     manifest = convert_split(f.source, f.data_dir, split, f.out, f.name, f.records_per_shard,
                              only)
     print(f"{split}: {manifest['records']} images, {len(manifest['shards'])} shards -> "
-          f"{records.manifest_path(f.out, split)}")
+          f"{shards.manifest_path(f.out, split)}")
 
 
 def define_flags(flag_values=None) -> None:
@@ -158,7 +158,7 @@ def define_flags(flag_values=None) -> None:
                       required=True, flag_values=fv)
   flags.DEFINE_string("splits", "train,test", "Comma-separated splits to convert.",
                       flag_values=fv)
-  flags.DEFINE_integer("records_per_shard", records.RECORDS_PER_SHARD,
+  flags.DEFINE_integer("records_per_shard", shards.RECORDS_PER_SHARD,
                        "Images per shard.", lower_bound=1, flag_values=fv)
   flags.DEFINE_string("classes", "", "A file of class folder names to keep (--source=folder), "
                       "e.g. configs/imagenet100_classes.txt for ImageNet-100.", flag_values=fv)

@@ -1,265 +1,193 @@
-"""adcl's on-disk dataset format: ArrayRecord shards of one split, with a manifest.
+"""Step batches read from converted shards (adcl/data/shards.py) with Grain, in bounded memory.
 
-A split converted by `python -m adcl.data.convert` is a folder holding
+The batch of step t is the data order's (adcl/data/order.py), as for sources read whole: a
+function of (seed, t) alone, each process reading only its rows of each global batch. So
+resuming at any step, on any number of processes, needs no iterator state, and any number of
+shards serves any number of hosts.
 
-    SPLIT-00000-of-000NN.array_record ...   the records, in source order
-    SPLIT.manifest.json                     what the shards hold, written last
+One Grain element is one step's local batch: the records of a batch are read in one call and
+decoded in one place, which keeps Grain's per-element overhead out of the per-image cost.
+Worker processes (started by spawn) each make whole batches; the order of batches does not
+depend on their number.
 
-ArrayRecord (the `array_record` package, also TFDS's random-access format) gives O(1) reads of
-any record by index, which is what lets a loader build step t's batch from (seed, t) alone
-without holding the split in memory. Shards are written with `group_size:1`, the option for
-random access (each record its own chunk), and uncompressed when they hold JPEG/PNG bytes
-(writer_options).
-
-A record is one image: its label, the name of the file it came from (for error messages), and
-its pixels. `encoding` in the manifest says what the pixels are: 'encoded' (the source's own
-JPEG/PNG/... bytes, copied and never re-encoded; images may differ in size) or 'raw' (uint8
-[H, W, C] of the manifest's `shape`, for sources stored as pixels: IDX, NPZ). `channels` (1 or
-3) is what every image decodes to: ImageNet's few grayscale and CMYK JPEGs become RGB.
-
-The manifest's `fingerprint` is a SHA-256 over every record's bytes in order; a checkpoint that
-keeps it can refuse to resume on other data. The manifest is written only once every shard is
-closed, so a conversion that was cut off leaves no manifest and is not mistaken for data.
+What a batch holds: records of raw pixels (converted IDX / NPZ) whole, stacked as uint8, for
+the device views to crop; records of encoded JPEG/PNG as two crop regions per image, decoded
+once and only as far as the crops need and at most twice the training size a side
+(adcl/data/decode_crop.py), for the device to resize and to do the rest of the views.
 """
 
-import contextlib
-import dataclasses
-import hashlib
-import io
-import json
+import concurrent.futures
 import os
-import struct
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-FORMAT = "adcl-records"
-VERSION = 1
-ENCODINGS = ("encoded", "raw")
-# Each shard holds at most this many records by default: ImageNet's 1.28M images in ~1,250
-# shards of ~110 MB, and more shards than hosts for any pod slice.
-RECORDS_PER_SHARD = 1024
-_HEADER = struct.Struct("<iH")  # label (int32), length of the file name in bytes (uint16)
+from adcl.data import decode_crop, order, shards
+
+VIEWS = 2  # Crops per encoded image: the two views of the contrastive pair.
 
 
-def encode_record(label: int, name: str, pixels: bytes) -> bytes:
-  """One record's bytes: label, source file name (may be ''), pixels."""
-  name_bytes = name.encode("utf-8")[:65535]
-  return _HEADER.pack(label, len(name_bytes)) + name_bytes + pixels
+def usable_cores() -> int:
+  """The cores this process may run on: its CPU affinity where the system has one (Linux),
+  else every core (macOS has no sched_getaffinity)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
-def decode_record(record: bytes) -> tuple[int, str, bytes]:
-  """(label, source file name, pixels) of one record's bytes."""
-  label, name_length = _HEADER.unpack_from(record)
-  start = _HEADER.size + name_length
-  return label, record[_HEADER.size:start].decode("utf-8"), record[start:]
+class StepBatches:
+  """step -> this process's batch of that step: {'labels': int32 [B / P], 'indices': int64
+  [B / P] (the records read), and 'images': uint8 [B / P, H, W, C] for raw records, or for
+  encoded ones 'crops': uint8 [B / P, 2, 2 * size, 2 * size, C], each image's two crop regions
+  (adcl.data.decode_crop.decode_crops), and 'crop_sizes': int32 [B / P, 2, 2]}. Picklable
+  (Grain's workers get a copy and open the shards themselves).
+
+  `crop` (size, (min, max) area fraction) is required for encoded records. `threads` decode a
+  batch's encoded images side by side (0: one per core this process may run on): Pillow and
+  numpy release Python's lock while they decode and copy, so they scale with the cores, and
+  a batch is still the same bytes."""
+
+  def __init__(self, directory: str, split: str, seed: int, global_batch: int,
+               process_index: int = 0, process_count: int = 1,
+               crop: Optional[tuple[int, Sequence[float]]] = None, threads: int = 1):
+    if global_batch % process_count:
+      raise ValueError(f"config.train.batch_size={global_batch} is not a multiple of the "
+                       f"{process_count} processes")
+    self.directory, self.split, self.seed = directory, split, seed
+    self.global_batch = global_batch
+    local = global_batch // process_count
+    self.rows = range(process_index * local, (process_index + 1) * local)
+    self._records = None
+    self.threads = threads or usable_cores()
+    self._pool = self._decode_threads()
+    manifest = shards.read_manifest(directory, split)  # Fails here, before any step runs.
+    self.encoded, self.crop = manifest["encoding"] == "encoded", crop
+    if self.encoded and not crop:
+      raise ValueError(f"{shards.manifest_path(directory, split)}: encoded images are cropped "
+                       "on the host; give the crop (size, scale)")
+    self.num_records = manifest["records"]
+    order.steps_per_epoch(self.num_records, global_batch)  # A batch larger than the split.
+
+  def _decode_threads(self) -> Optional[concurrent.futures.ThreadPoolExecutor]:
+    """One pool for every batch of this process (Grain's threads make two at a time)."""
+    return concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+  def __getstate__(self):
+    # Each process opens its own readers and threads.
+    return {**self.__dict__, "_records": None, "_pool": None}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._pool = self._decode_threads()
+
+  def __call__(self, step: int) -> dict:
+    if self._records is None:
+      self._records = shards.Split(self.directory, self.split)
+    indices = order.batch_indices(self.seed, int(step), self.global_batch, self.num_records,
+                                  self.rows)
+    read = self._records.read(indices)
+    batch = {"labels": np.array([r[0] for r in read], np.int32), "indices": indices}
+    if self.encoded:
+      size, scale = self.crop
+      channels = self._records.manifest["channels"]
+      batch["crops"] = np.zeros((len(read), VIEWS, 2 * size, 2 * size, channels), np.uint8)
+      batch["crop_sizes"] = np.zeros((len(read), VIEWS, 2), np.int32)
+
+      def crop(k, row, i, name, pixels):  # Image k of the batch, into its own rows.
+        self._records.crops(name, pixels, int(i), decode_crop.view_generator(
+            self.seed, int(step), row), VIEWS, size, scale,
+            out=(batch["crops"][k], batch["crop_sizes"][k]))
+
+      jobs = [(k, row, i, name, pixels)
+              for k, (row, i, (_, name, pixels)) in enumerate(zip(self.rows, indices, read))]
+      run = map if self._pool is None else self._pool.map  # Both raise what a decode raised.
+      list(run(lambda job: crop(*job), jobs))
+    else:
+      batch["images"] = np.stack([self._records.decode(name, pixels, int(i))
+                                  for i, (_, name, pixels) in zip(indices, read)])
+    return batch
 
 
-def shard_name(split: str, index: int, count: int) -> str:
-  return f"{split}-{index:05d}-of-{count:05d}.array_record"
+def step_batches(batches: StepBatches, start_step: int, num_steps: int, workers: int = 0,
+                 prefetch: int = 2) -> Iterator[dict]:
+  """The batches of steps [start_step, num_steps) in order, made `prefetch` at a time ahead of
+  their use, in this process or, with `workers`, in each of that many Grain worker processes
+  (each batch's images decoded by `batches.threads` threads)."""
+  import grain.python as grain
+
+  dataset = grain.MapDataset.range(start_step, num_steps).map(batches)
+  read_options = grain.ReadOptions(num_threads=max(1, prefetch), prefetch_buffer_size=prefetch)
+  stream = dataset.to_iter_dataset(read_options)
+  if workers:
+    use_grain_flag_defaults()
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return iter(stream)
 
 
-def manifest_path(directory: str, split: str) -> str:
-  return os.path.join(directory, f"{split}.manifest.json")
+def use_grain_flag_defaults() -> None:
+  """Grain's worker processes read Grain's absl flags, which outside an absl program (a
+  notebook, a test) are unparsed: each of Grain's own flags is marked as given (at its
+  default, unless set) so that they read; every other flag, and whether the program's flags
+  are parsed, is left as it was."""
+  from absl import flags
+
+  if flags.FLAGS.is_parsed():
+    return
+  for name in list(flags.FLAGS):
+    if name.startswith("grain_"):
+      flags.FLAGS[name].present = True
 
 
-@dataclasses.dataclass
-class Example:
-  """One record to write: its label, source file name ('' if none) and pixel bytes."""
-  label: int
-  name: str
-  pixels: bytes
+def train_batches(config, start_step: int, num_steps: int, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict]:
+  """data.source 'records': this process's part of the batches of steps [start_step,
+  num_steps) for the device views, as adcl.data.memory.train_images is for in-memory data:
+  {'images'} uint8 [B / P, H, W, C] of raw records or {'crops', 'crop_sizes'} of encoded ones
+  (StepBatches'), made ahead of the step, each by data.threads threads (in data.workers Grain
+  worker processes, if any)."""
+  data = config.data
+  batches = StepBatches(data.data_dir, data.train_split, config.seed, config.train.batch_size,
+                        process_index, process_count,
+                        crop=(data.image_size, tuple(data.views.crop_scale)),
+                        threads=data.threads)
+  for batch in step_batches(batches, start_step, num_steps, workers=data.workers):
+    yield {key: batch[key] for key in ("images", "crops", "crop_sizes") if key in batch}
 
 
-def writer_options(encoding: str) -> str:
-  """ArrayRecord's options for a split's shards: one record per chunk (random access reads
-  only its record), compressed (zstd, ArrayRecord's default) for raw pixels, which shrink,
-  and not for JPEG/PNG bytes, which do not and whose decompression would cost a reader as much
-  as a memory copy of them (twice the read time of 690 KB records)."""
-  return "group_size:1" + (",uncompressed" if encoding == "encoded" else "")
+def eval_chunks(directory: str, split: str, size: int, chunk: int,
+                limit: Optional[int] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """The first `limit` records (default: all) of `split` once, in order, `chunk` at a time:
+  (uint8 [n, H, W, C] images for evaluation (shards.Split.eval_image), int32 [n] labels),
+  n <= chunk. Memory is one chunk's, whatever the split's size."""
+  source = shards.Split(directory, split)
+  end = len(source) if limit is None else min(limit, len(source))
+  for start in range(0, end, chunk):
+    indices = range(start, min(start + chunk, end))
+    read = source.read(indices)
+    images = np.stack([source.eval_image(name, pixels, i, size)
+                       for i, (_, name, pixels) in zip(indices, read)])
+    yield images, np.array([label for label, _, _ in read], np.int32)
 
 
-def write_split(examples: Iterable[Example], directory: str, split: str, encoding: str,
-                classes: Sequence[str], shape: Optional[Sequence[int]] = None,
-                channels: int = 3, records_per_shard: int = RECORDS_PER_SHARD,
-                progress=None) -> dict:
-  """Write `examples` as the shards of `split` in `directory`, then its manifest; returns the
-  manifest. Streams: one shard is open at a time and nothing else is kept. `shape` ([H, W, C])
-  is required for encoding 'raw' (and sets the channels); `channels` is what encoded images
-  decode to. `progress(records written)` is called after each shard."""
-  from array_record.python.array_record_module import ArrayRecordWriter
+class EvalSplit:
+  """A split of records as evaluation reads it (adcl.evaluation.splits' interface), at
+  `size` px: never whole unless asked (`head`); its fingerprint is the manifest's."""
 
-  if encoding not in ENCODINGS:
-    raise ValueError(f"encoding {encoding!r}; choose one of {ENCODINGS}")
-  if encoding == "raw" and not shape:
-    raise ValueError("encoding 'raw' needs the images' shape [H, W, C]")
-  channels = int(shape[-1]) if shape else channels
-  if channels not in (1, 3):
-    raise ValueError(f"images of {channels} channels; adcl reads 1 (grey) or 3 (RGB)")
-  os.makedirs(directory, exist_ok=True)
-  # A split written again: its old manifest goes first, so a rewrite cut off half-way leaves
-  # no manifest rather than one naming shards that have changed.
-  if os.path.exists(manifest_path(directory, split)):
-    os.remove(manifest_path(directory, split))
-  fingerprint = hashlib.sha256()
-  counts, writer, count, raw_size = [], None, 0, int(np.prod(shape)) if shape else 0
-  for example in examples:
-    if encoding == "raw" and len(example.pixels) != raw_size:
-      raise ValueError(f"{example.name or 'record ' + str(sum(counts) + count)}: "
-                       f"{len(example.pixels)} bytes of pixels, not {raw_size} ({list(shape)})")
-    if writer is None:
-      writer = ArrayRecordWriter(os.path.join(directory, f"{split}.part-{len(counts):05d}"),
-                                 writer_options(encoding))
-    record = encode_record(example.label, example.name, example.pixels)
-    fingerprint.update(struct.pack("<I", len(record)) + record)
-    writer.write(record)
-    count += 1
-    if count == records_per_shard:
-      writer.close()
-      counts.append(count)
-      writer, count = None, 0
-      if progress:
-        progress(sum(counts))
-  if writer is not None:
-    writer.close()
-    counts.append(count)
-  if not counts:
-    raise ValueError(f"{split}: the source holds no images")
-  # Shards get their final names once their number is known.
-  shards = []
-  for index, records in enumerate(counts):
-    name = shard_name(split, index, len(counts))
-    os.replace(os.path.join(directory, f"{split}.part-{index:05d}"), os.path.join(directory, name))
-    shards.append({"file": name, "records": records,
-                   "bytes": os.path.getsize(os.path.join(directory, name))})
-  manifest = {"format": FORMAT, "version": VERSION, "split": split, "records": sum(counts),
-              "encoding": encoding, "shape": list(map(int, shape)) if shape else None,
-              "channels": channels,
-              "classes": list(classes), "shards": shards,
-              "fingerprint": fingerprint.hexdigest()}
-  path = manifest_path(directory, split)
-  with open(path + ".tmp", "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(path + ".tmp", path)
-  return manifest
+  in_memory = False
+  HEAD_CHUNK = 1024  # Records read at a time by `head`.
 
-
-def read_manifest(directory: str, split: str) -> dict:
-  """The manifest of `split`, checked against its shards (each present, of the size and record
-  count it names); every problem is a ValueError of one line naming the file."""
-  path = manifest_path(directory, split)
-  if not os.path.exists(path):
-    found = sorted(f for f in os.listdir(directory)
-                   if f.startswith((f"{split}-", f"{split}.part-")))[:2] if (
-        os.path.isdir(directory)) else []
-    raise FileNotFoundError(
-        f"{path}: no manifest" + (f" (the folder holds {found}...: a conversion that did not "
-                                  "finish? run it again)" if found else
-                                  "; make one with python -m adcl.data.convert"))
-  try:
-    with open(path) as f:
-      manifest = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as error:
-    raise ValueError(f"{path}: not a readable manifest ({error})") from None
-  if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-    raise ValueError(f"{path}: not an {FORMAT} manifest of version {VERSION}")
-  if manifest["encoding"] not in ENCODINGS:
-    raise ValueError(f"{path}: encoding {manifest['encoding']!r} is none of {ENCODINGS}")
-  if not manifest["shards"] or manifest["records"] == 0:
-    raise ValueError(f"{path}: the split holds no records")
-  if sum(s["records"] for s in manifest["shards"]) != manifest["records"]:
-    raise ValueError(f"{path}: its shards hold {sum(s['records'] for s in manifest['shards'])} "
-                     f"records, not the {manifest['records']} it names")
-  for shard in manifest["shards"]:
-    shard_path = os.path.join(directory, shard["file"])
-    if not os.path.exists(shard_path):
-      raise FileNotFoundError(f"{shard_path}: shard missing (named by {path})")
-    size = os.path.getsize(shard_path)
-    if size != shard["bytes"]:
-      raise ValueError(f"{shard_path}: {size} bytes, but {path} names {shard['bytes']} "
-                       "(truncated or rewritten)")
-  return manifest
-
-
-class Split:
-  """Random access to the records of one converted split: `len(split)`, `split.read(indices)`
-  -> [(label, name, pixels bytes)], the manifest's fields as attributes."""
-
-  def __init__(self, directory: str, split: str):
-    from array_record.python.array_record_data_source import ArrayRecordDataSource
-
-    self.directory, self.split = directory, split
-    self.manifest = read_manifest(directory, split)
-    paths = [os.path.join(directory, s["file"]) for s in self.manifest["shards"]]
-    self._source = ArrayRecordDataSource(paths)
-    if len(self._source) != self.manifest["records"]:
-      raise ValueError(f"{manifest_path(directory, split)}: names {self.manifest['records']} "
-                       f"records but its shards hold {len(self._source)}")
+  def __init__(self, directory: str, split: str, size: int):
+    self.directory, self.split, self.size = directory, split, size
+    manifest = shards.read_manifest(directory, split)  # Fails now, not mid-evaluation.
+    self.fingerprint, self.records = manifest["fingerprint"], manifest["records"]
+    self.channels = manifest["channels"]
 
   def __len__(self) -> int:
-    return self.manifest["records"]
+    return self.records
 
-  @property
-  def encoding(self) -> str:
-    return self.manifest["encoding"]
+  def chunks(self, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    return eval_chunks(self.directory, self.split, self.size, rows)
 
-  @property
-  def classes(self) -> list:
-    return self.manifest["classes"]
-
-  @property
-  def fingerprint(self) -> str:
-    return self.manifest["fingerprint"]
-
-  def read(self, indices: Sequence[int]) -> list:
-    """[(label, source file name, pixels bytes)] of the records at `indices`, in that order."""
-    return [decode_record(r) for r in self._source.__getitems__(list(map(int, indices)))]
-
-  def __iter__(self) -> Iterator[tuple[int, str, bytes]]:
-    for start in range(0, len(self), 256):
-      yield from self.read(range(start, min(start + 256, len(self))))
-
-  def decode(self, name: str, pixels: bytes, index: int) -> np.ndarray:
-    """uint8 [H, W, C] pixels of one record, C the manifest's channels; a record that does not
-    decode is a ValueError naming its index, split and source file."""
-    if self.encoding == "raw":
-      return np.frombuffer(pixels, np.uint8).reshape(self.manifest["shape"])
-    with self._naming(name, index):
-      from PIL import Image
-
-      with Image.open(io.BytesIO(pixels)) as image:
-        grey = self.manifest["channels"] == 1
-        pixels = np.asarray(image.convert("L" if grey else "RGB"), np.uint8)
-        return pixels[..., None] if grey else pixels
-
-  def crops(self, name: str, pixels: bytes, index: int, rng: np.random.Generator, views: int,
-            size: int, scale: Sequence[float], out=None) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 [views, 2 * size, 2 * size, C] regions, int32 [views, 2] their sizes): the
-    RandomResizedCrops of one encoded record from one decode, for the device to resize
-    (adcl.data.decode_crop.decode_crops, `out` as there); errors as `decode`'s."""
-    from adcl.data import decode_crop
-
-    with self._naming(name, index):
-      return decode_crop.decode_crops(pixels, rng, views, size, scale, self.manifest["channels"],
-                                      out=out)
-
-  def eval_image(self, name: str, pixels: bytes, index: int, size: int) -> np.ndarray:
-    """uint8 [H, W, C] un-augmented image of one record for evaluation: raw pixels as they
-    are (normalize.eval_images resizes them), encoded ones decoded to their centre crop at
-    `size` (decode_crop.decode_center); errors as `decode`'s."""
-    if self.encoding == "raw":
-      return self.decode(name, pixels, index)
-    from adcl.data import decode_crop
-
-    with self._naming(name, index):
-      return decode_crop.decode_center(pixels, size, self.manifest["channels"])
-
-  @contextlib.contextmanager
-  def _naming(self, name: str, index: int):
-    from PIL import UnidentifiedImageError
-
-    try:
-      yield
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-      raise ValueError(f"record {index} of {self.directory}/{self.split} ({name or 'no file'}): "
-                       f"not a readable image ({error})") from None
+  def head(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = list(eval_chunks(self.directory, self.split, self.size, self.HEAD_CHUNK, count))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

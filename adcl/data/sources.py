@@ -3,7 +3,7 @@
 Every source returns `(images, labels)`: uint8 [N, H, W, C] and int32 [N], held in host
 memory (CIFAR-10 is 150 MB, Fashion-MNIST 47 MB): the fastest path for data that fits.
 `python -m adcl.data.convert` writes any of these sources as ArrayRecord shards
-(adcl/data/records.py) for data that does not.
+(adcl/data/shards.py) for data that does not.
 """
 
 import gzip

@@ -21,7 +21,7 @@ import numpy as np
 
 from adcl import errors, paths
 from adcl.data import normalize
-from adcl.evaluation import knn, linear, splits
+from adcl.evaluation import knn, linear
 
 # Bump when the protocol below changes, so old cache entries are not read.
 PROTOCOL_VERSION = 1
@@ -50,32 +50,24 @@ def cache_key(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma:
               "std": [float(v) for v in data_config.std], "k": int(k), "sigma": float(sigma)}
   digest.update(json.dumps(settings, sort_keys=True).encode())
   for split in ("train", "test"):
-    if not isinstance(data[split], tuple):  # Records: their fingerprint names their bytes.
-      digest.update(f"{split}records{data[split].fingerprint}".encode())
-      continue
-    for array in data[split]:
-      array = np.ascontiguousarray(array)
-      digest.update(f"{split}{array.shape}{array.dtype}".encode())
-      digest.update(array.data)
+    digest.update(f"{split}{data[split].fingerprint}".encode())
   return digest.hexdigest()[:24]
 
 
 def split_pixel_features(split, data_config: ml_collections.ConfigDict):
-  """(pixel_features [N, S*S*C], labels [N]) of a split (splits.load_split's), a chunk at
+  """(pixel_features [N, S*S*C], labels [N]) of a split (adcl.evaluation.splits), a chunk at
   a time."""
   parts = [(pixel_features(images, data_config), labels)
-           for images, labels in splits.split_chunks(split, 4096)]
+           for images, labels in split.chunks(4096)]
   return np.concatenate([f for f, _ in parts]), np.concatenate([l for _, l in parts])
 
 
 def too_large(data: dict, data_config: ml_collections.ConfigDict) -> Optional[str]:
   """Why the pixel features of a records `data` exceed PIXEL_BUDGET_BYTES, or None."""
-  splits = [data[s] for s in ("train", "test")]
-  if all(isinstance(split, tuple) for split in splits):
+  both = [data[s] for s in ("train", "test")]
+  if all(split.in_memory for split in both):
     return None  # In memory already: its features are 4x what is loaded.
-  channels = next(s.channels for s in splits if not isinstance(s, tuple))
-  size = sum(len(s[1]) if isinstance(s, tuple) else len(s) for s in splits) * 4 * (
-      data_config.image_size ** 2 * channels)
+  size = sum(len(split) for split in both) * 4 * data_config.image_size ** 2 * both[0].channels
   if size <= PIXEL_BUDGET_BYTES:
     return None
   return (f"the pixel features would take {size / 2**30:.3g} GB "
@@ -84,7 +76,7 @@ def too_large(data: dict, data_config: ml_collections.ConfigDict) -> Optional[st
 
 def compute(data: dict, data_config: ml_collections.ConfigDict, k: int, sigma: float) -> dict:
   """{'pixels_knn_top1', 'pixels_linear_top1'} (percent) on `data` = {'train': split, 'test':
-  split} (splits.load_split's: (uint8 images [N, H, W, C], labels [N]) or records). No
+  split} (adcl.evaluation.splits). No
   cache."""
   (train_x, train_labels), (test_x, test_labels) = (
       split_pixel_features(data[split], data_config) for split in ("train", "test"))

@@ -38,15 +38,14 @@ def split_features(embed_fn: Callable, variables: dict, split, config: ml_collec
   at a time: `embed_fn`'s pytree of [N, D] arrays, so only the features are ever whole; with
   a `directory` (feature_store's), they are written there chunk by chunk and come back as
   read-only memory maps, so not even they are."""
-  chunks = splits.split_chunks(split, splits.chunk_rows(config))
+  chunks = split.chunks(splits.chunk_rows(config))
   embedded = ((embed(embed_fn, variables, normalize.eval_images(images, config.data),
                      config.eval.batch_size, mesh), labels) for images, labels in chunks)
   if directory is None:
     parts = list(embedded)
     features = jax.tree.map(lambda *chunks: np.concatenate(chunks), *[f for f, _ in parts])
     return features, np.concatenate([labels for _, labels in parts])
-  return _stored_features(embedded, len(split[1]) if isinstance(split, tuple) else len(split),
-                          directory)
+  return _stored_features(embedded, len(split), directory)
 
 
 def _stored_features(embedded, count: int, directory: str):
@@ -76,7 +75,7 @@ def feature_store(data_splits) -> Iterator[Optional[str]]:
   folder of $TMPDIR, removed on exit, when any split is records (their N x D float32 features
   would otherwise be held whole: 10 GB for ImageNet-1k's ResNet-50 backbone); None (in
   memory) for splits loaded whole, whose features are smaller than their images."""
-  if all(isinstance(split, tuple) for split in data_splits):
+  if all(split.in_memory for split in data_splits):
     yield None
     return
   with tempfile.TemporaryDirectory(prefix="adcl_features_") as directory:
@@ -104,8 +103,8 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
   Args:
     model: the ContrastiveModel; variables: its {'params', 'batch_stats'}.
     config: the run's config (data normalisation and size, kNN settings, training eps).
-    data: {'train': split, 'test': split}, each (uint8 images [N, H, W, C], labels [N]) or
-      a split of records read a chunk at a time (splits.load_split).
+    data: {'train': split, 'test': split} (adcl.evaluation.splits: whole in memory or records
+      read a chunk at a time).
     robust_examples: test images attacked (FGSM and PGD-20 at the training eps and at each of
       `robust_eps_pixels`); 0 skips the attacks.
     mesh: devices the embedding runs on (default: all).
@@ -147,7 +146,7 @@ def _evaluate(model, variables, config, data, robust_examples, robust_eps_pixels
         result[f"{key}_minus_pixels"] = result[key] - result[pixel_key]
   if robust_examples <= 0:  # Robustness skipped (a study that only compares accuracy).
     return result
-  test_images, test_labels = splits.split_head(data["test"], robust_examples)
+  test_images, test_labels = data["test"].head(robust_examples)
   test_x = normalize.eval_images(test_images, config.data)
   result.update(_robustness(model, variables, config, (train_h, train_labels),
                             (test_x, test_labels), result, robust_examples, robust_eps_pixels,
