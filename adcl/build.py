@@ -120,13 +120,12 @@ def device_views(config: ml_collections.ConfigDict, channels: int) -> Callable:
   batch['crops'] and batch['crop_sizes'] (uint8 [N, 2, R, R, C] regions cut on the host from
   encoded records, and their int32 [N, 2, 2] sizes: adcl.data.views.views_of_crops). Which
   one is fixed when the step is traced."""
-  mean, std = normalize.normalization(config.data, channels)
+  recipe = data_views.recipe(config.data, channels)
 
   def views(batch: dict, key: jax.Array):
     if "crops" in batch:
-      return data_views.views_of_crops(batch["crops"], batch["crop_sizes"], key, config.data,
-                                       mean, std)
-    return data_views.two_views(batch["images"], key, config.data, mean, std)
+      return data_views.views_of_crops(batch["crops"], batch["crop_sizes"], key, recipe)
+    return data_views.two_views(batch["images"], key, recipe)
 
   return views
 

@@ -88,7 +88,10 @@ class Run:
   def evaluate(self, robust_examples: int = 1000, limit: Optional[int] = None) -> dict:
     """The metrics `python -m adcl.evaluate` writes to eval.json (adcl.evaluation.protocol),
     on the first `limit` images of each split if given, without writing anything."""
-    data = {split: self.load_split(split, limit) for split in ("train", "test")}
+    data = {}
+    for split in ("train", "test"):
+      whole = splits.load_split(self.config, split)  # Records: read a chunk at a time.
+      data[split] = whole if limit is None else splits.ArraySplit(*whole.head(limit))
     return {"step": self.step, **protocol.evaluate(self.model, self.variables, self.config, data,
                                                    robust_examples, mesh=self._mesh)}
 
@@ -109,8 +112,8 @@ class Run:
     mean, std = normalize.normalization(self.config.data, channels)
     name = f"views{channels}"
     if name not in self._compiled:  # Compiled: op by op, the views are hundreds of compiles.
-      self._compiled[name] = jax.jit(
-          lambda x, key: views.two_views(x, key, self.config.data, mean, std)[0])
+      recipe = views.recipe(self.config.data, channels)
+      self._compiled[name] = jax.jit(lambda x, key: views.two_views(x, key, recipe)[0])
     x1 = self._compiled[name](jnp.asarray(images), jax.random.PRNGKey(seed))
     x_adv = self._attack(x1, jax.random.PRNGKey(seed), channels)
     to_pixels = lambda x: np.asarray(x) * std + mean

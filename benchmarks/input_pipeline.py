@@ -28,7 +28,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from adcl import configs, step as step_lib, xla_cpu
 from adcl.data import memory, views
-from adcl.data.normalize import normalization
 import step_time
 
 
@@ -77,8 +76,8 @@ def raw_records_images_per_s(images, config, steps):
 
 def device_views_images_per_s(images, config, steps):
   """Images/s of the views alone, drawn by the jitted adcl.data.views.two_views."""
-  mean, std = normalization(config.data, images.shape[-1])
-  draw = jax.jit(lambda x, key: views.two_views(x, key, config.data, mean, std))
+  recipe = views.recipe(config.data, images.shape[-1])
+  draw = jax.jit(lambda x, key: views.two_views(x, key, recipe))
   batch = jnp.asarray(images[:config.train.batch_size])
   jax.block_until_ready(draw(batch, jax.random.PRNGKey(0)))
   start = time.perf_counter()

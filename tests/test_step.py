@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from adcl import build, configs, losses, step as step_lib
 from conftest import tiny_config
@@ -227,7 +226,7 @@ def test_device_views_step_draws_the_views_of_its_view_key(config):
   images = np.random.default_rng(3).integers(0, 256, (16, 12, 12, 3), dtype=np.uint8)
   trainer, state = setup(config, 2)
   key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), step_lib.VIEW_STREAM)
-  view1, view2 = views.two_views(jnp.asarray(images), key, config.data, (0.5,) * 3, (0.5,) * 3)
+  view1, view2 = views.two_views(jnp.asarray(images), key, views.recipe(config.data, 3))
   _, host_state = setup(config, 2)
   _, device_metrics = trainer.train_step(
       state, jax.device_put({"images": images}, trainer.data_sharding))

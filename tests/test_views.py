@@ -2,11 +2,11 @@
 against TensorFlow's image ops, and views that depend on (seed, step, row) only, not on
 devices or processes."""
 
+import dataclasses
 import itertools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -17,14 +17,14 @@ from adcl.data import resize, views
 # A global batch of 8 colour images and the SimCLR recipe (every op, hue included): the views
 # every device and process count must agree on (also drawn by tests/multiprocess_worker.py).
 VIEW_IMAGES = np.random.default_rng(0).integers(0, 256, (8, 12, 12, 3), dtype=np.uint8)
-VIEW_CONFIG = ml_collections.ConfigDict({"image_size": 8, "views": dict(
-    configs.VIEW_RECIPES["simclr"], blur_prob=0.5)})
+VIEW_RECIPE = views.ViewRecipe(8, **dict(configs.VIEW_RECIPES["simclr"], blur_prob=0.5),
+                               mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
 def draw_views(images, sharding=None):
   """Both views of `images` for (seed 0, step 5) as [2, N, 8, 8, 3], jitted on `sharding`."""
   key = jax.random.fold_in(jax.random.PRNGKey(0), 5)
-  fn = lambda x: jnp.stack(views.two_views(x, key, VIEW_CONFIG, (0.5,) * 3, (0.5,) * 3))
+  fn = lambda x: jnp.stack(views.two_views(x, key, VIEW_RECIPE))
   out = None if sharding is None else NamedSharding(sharding.mesh, P(None, "data"))
   return jax.jit(fn, in_shardings=sharding, out_shardings=out)(images)
 
@@ -98,9 +98,9 @@ def test_flip_and_grayscale_probabilities():
   ramp = np.linspace(0, 255, 12, dtype=np.float32)
   image = np.zeros((12, 12, 3), np.float32)
   image[..., 0] = ramp[None, :]
-  recipe = ml_collections.ConfigDict(dict(configs.VIEW_RECIPES["simclr"], crop_scale=(1.0, 1.0),
-                                          jitter_prob=0.0))
-  view = np.asarray(per_image(lambda k: views.one_view(jnp.asarray(image, jnp.uint8), k, recipe, 12),
+  recipe = views.ViewRecipe(12, **dict(configs.VIEW_RECIPES["simclr"], crop_scale=(1.0, 1.0),
+                                       jitter_prob=0.0))
+  view = np.asarray(per_image(lambda k: views.one_view(jnp.asarray(image, jnp.uint8), k, recipe),
                               4000))
   flipped = view[:, 0, 0, 0] > view[:, 0, -1, 0] + 1e-3
   flipped |= view[:, 0, 0, 1] > view[:, 0, -1, 1] + 1e-3  # Grey images flip in every channel.
@@ -205,10 +205,10 @@ def test_forced_draws_give_the_pixels_of_tensorflows_image_ops(channels, size):
   rng = np.random.default_rng(channels * 100 + size)
   images = rng.integers(0, 256, (12, 28, 28, channels), dtype=np.uint8)
   images[1] = 255 * (images[1] > 127)  # Saturated pixels: every clip is exercised.
-  recipe = ml_collections.ConfigDict(dict(configs.VIEW_RECIPES["simclr_blur"],
-                                          jitter=(0.8, 0.8, 0.8, 0.4)))
+  recipe = views.ViewRecipe(size, **dict(configs.VIEW_RECIPES["simclr_blur"],
+                                         jitter=(0.8, 0.8, 0.8, 0.4)))
   draws = forced_draws(rng, len(images), channels, 4 if channels == 3 else 2)
-  device = np.asarray(jax.jit(jax.vmap(lambda x, d: views.apply_view(x, d, recipe, size)))(
+  device = np.asarray(jax.jit(jax.vmap(lambda x, d: views.apply_view(x, d, recipe)))(
       images, draws))
   reference = np.stack([reference_view(image, views.ViewDraws(*(f[i] for f in draws)), recipe,
                                        size) for i, image in enumerate(images)])
@@ -223,18 +223,16 @@ def test_views_of_host_crops_finish_the_views_as_two_views_does():
   crops of the training size at the top-left of their 2x canvas are resized by the identity
   too, so the device's half of a host-cropped view (resize, flip, jitter, grayscale, blur,
   normalisation, with the same keys) must give two_views' pixels."""
-  recipe = ml_collections.ConfigDict(VIEW_CONFIG.to_dict())
-  recipe.views.crop_scale = (1.0, 1.0)
-  size = recipe.image_size
+  recipe = dataclasses.replace(VIEW_RECIPE, crop_scale=(1.0, 1.0), mean=(0.4, 0.5, 0.6),
+                               std=(0.2, 0.25, 0.3))
+  size = recipe.size
   images = np.random.default_rng(5).integers(0, 256, (6, size, size, 3), dtype=np.uint8)
   key = jax.random.PRNGKey(11)
-  mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-  whole = views.two_views(jnp.asarray(images), key, recipe, mean, std)
+  whole = views.two_views(jnp.asarray(images), key, recipe)
   crops = np.full((6, 2, 2 * size, 2 * size, 3), 255, np.uint8)  # Never read.
   crops[:, :, :size, :size] = images[:, None]
   crop_sizes = np.full((6, 2, 2), size, np.int32)
-  finished = views.views_of_crops(jnp.asarray(crops), jnp.asarray(crop_sizes), key, recipe,
-                                  mean, std)
+  finished = views.views_of_crops(jnp.asarray(crops), jnp.asarray(crop_sizes), key, recipe)
   for a, b in zip(whole, finished):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
   assert not np.allclose(np.asarray(finished[0]), np.asarray(finished[1]))  # Views differ.

@@ -6,7 +6,8 @@ RandomResizedCrop(scale, ratio 3/4-4/3; torchvision's sampler: 10 tries, else th
 `jitter_prob`, its ops in a random order per image -> grayscale with `gray_prob` -> Gaussian
 blur with `blur_prob` (sigma 0.1-2 px, kernel 10% of the side) -> normalise. One-channel images
 skip saturation, hue and grayscale. Each view is its random draws (`draw_view`, a ViewDraws)
-applied to the pixels (`apply_view`), so a test can force any combination of ops.
+applied to the pixels (`apply_view`), so a test can force any combination of ops. What the
+views need of a config is resolved once, into a ViewRecipe (`recipe`).
 
 Randomness: image i of the global batch of step t draws from fold_in(fold_in(key, t), i), so
 its views depend on (seed, t, i) only: not on how the batch is sharded over devices or split
@@ -18,6 +19,7 @@ before the decode, which then decodes only as far as the box needs; `views_of_cr
 the rest of the view here.
 """
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -26,10 +28,36 @@ import jax.numpy as jnp
 import ml_collections
 
 from adcl.data.decode_crop import CROP_TRIES
+from adcl.data.normalize import normalization
 from adcl.data.resize import resized_crop
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L') used by torchvision.
 BLUR_KERNEL_FRACTION = 0.1  # SimCLR's kernel: 10% of the image side.
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewRecipe:
+  """The views of a run: config.data.views (configs.VIEW_RECIPES), the view size and the
+  normalisation, as plain values (hashable: a jit may take it as a static argument)."""
+  size: int  # Pixels a side of each view.
+  crop_scale: tuple  # (min, max) area fraction of RandomResizedCrop.
+  flip: bool
+  jitter: tuple  # Strengths of brightness, contrast, saturation and hue.
+  jitter_prob: float
+  gray_prob: float
+  blur_prob: float
+  mean: tuple = (0.0,)  # [C] normalisation of the finished view.
+  std: tuple = (1.0,)
+
+
+def recipe(data_config: ml_collections.ConfigDict, channels: int) -> ViewRecipe:
+  """config.data's views for images of `channels` channels."""
+  mean, std = normalization(data_config, channels)
+  views = data_config.views
+  return ViewRecipe(int(data_config.image_size), tuple(map(float, views.crop_scale)),
+                    bool(views.flip), tuple(map(float, views.jitter)), float(views.jitter_prob),
+                    float(views.gray_prob), float(views.blur_prob), tuple(map(float, mean)),
+                    tuple(map(float, std)))
 
 
 class ViewDraws(NamedTuple):
@@ -173,7 +201,7 @@ def gaussian_blur(x: jax.Array, key: jax.Array, prob: float, sigma_range=(0.1, 2
   return jnp.where(applies, blur(x, sigma, kernel_fraction), x)
 
 
-def draw_view(key: jax.Array, views: ml_collections.ConfigDict, channels: int) -> ViewDraws:
+def draw_view(key: jax.Array, views: ViewRecipe, channels: int) -> ViewDraws:
   """The draws of one view of an image with `channels` channels."""
   k_crop, k_flip, k_jitter, k_gray, k_blur = jax.random.split(key, 5)
   factors, order, jitters = draw_jitter(k_jitter, tuple(views.jitter), views.jitter_prob,
@@ -187,12 +215,11 @@ def draw_view(key: jax.Array, views: ml_collections.ConfigDict, channels: int) -
       blur_sigma=sigma, blur=blurs)
 
 
-def apply_view(image: jax.Array, draws: ViewDraws, views: ml_collections.ConfigDict,
-               size: int) -> jax.Array:
-  """One view in [0, 1] from its draws: image uint8 [H, W, C] -> float32 [size, size, C]. Ops
-  the recipe turns off are left out of the program."""
+def apply_view(image: jax.Array, draws: ViewDraws, views: ViewRecipe) -> jax.Array:
+  """One view in [0, 1] from its draws: image uint8 [H, W, C] -> float32 [S, S, C]
+  (S = views.size). Ops the recipe turns off are left out of the program."""
   channels = image.shape[-1]
-  x = resized_crop(image.astype(jnp.float32) / 255.0, draws.box, size)
+  x = resized_crop(image.astype(jnp.float32) / 255.0, draws.box, views.size)
   if views.flip:
     x = jnp.where(draws.flip, x[:, ::-1], x)
   if active_jitter_ops(views.jitter, channels) and views.jitter_prob > 0:
@@ -205,26 +232,22 @@ def apply_view(image: jax.Array, draws: ViewDraws, views: ml_collections.ConfigD
   return x
 
 
-def one_view(image: jax.Array, key: jax.Array, views: ml_collections.ConfigDict,
-             size: int) -> jax.Array:
-  """One augmented view in [0, 1]: image uint8 [H, W, C] -> float32 [size, size, C]."""
-  return apply_view(image, draw_view(key, views, image.shape[-1]), views, size)
+def one_view(image: jax.Array, key: jax.Array, views: ViewRecipe) -> jax.Array:
+  """One augmented view in [0, 1]: image uint8 [H, W, C] -> float32 [S, S, C]."""
+  return apply_view(image, draw_view(key, views, image.shape[-1]), views)
 
 
-def two_views(images: jax.Array, key: jax.Array, data_config: ml_collections.ConfigDict,
-              mean, std):
+def two_views(images: jax.Array, key: jax.Array, views: ViewRecipe):
   """Two independent normalised views of each image of a global batch.
 
   images: uint8 [N, H, W, C], row i the global batch's image i; key: the step's view key.
-  mean, std: [C] normalisation (adcl.data.normalize.normalization).
   Returns (view1, view2), each float32 [N, S, S, C].
   """
-  size, views = data_config.image_size, data_config.views
-  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+  mean, std = jnp.asarray(views.mean, jnp.float32), jnp.asarray(views.std, jnp.float32)
 
   def pair(image, index):
     k1, k2 = jax.random.split(jax.random.fold_in(key, index))
-    return tuple((one_view(image, k, views, size) - mean) / std for k in (k1, k2))
+    return tuple((one_view(image, k, views) - mean) / std for k in (k1, k2))
 
   return jax.vmap(pair)(images, jnp.arange(images.shape[0]))
 
@@ -236,8 +259,7 @@ def region_box(region_size: jax.Array, canvas: int) -> jax.Array:
   return jnp.stack([0.0, 0.0, far[0], far[1]])
 
 
-def views_of_crops(crops: jax.Array, crop_sizes: jax.Array, key: jax.Array,
-                   data_config: ml_collections.ConfigDict, mean, std):
+def views_of_crops(crops: jax.Array, crop_sizes: jax.Array, key: jax.Array, views: ViewRecipe):
   """The two views of each image whose crops were cut on the host (adcl/data/decode_crop.py):
   each crop's region resized to the training size, then flip, jitter, grayscale, blur and
   normalisation, with the keys `two_views` gives the same row.
@@ -247,8 +269,7 @@ def views_of_crops(crops: jax.Array, crop_sizes: jax.Array, key: jax.Array,
     (height, width).
   Returns (view1, view2), each float32 [N, S, S, C].
   """
-  size, views = data_config.image_size, data_config.views
-  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+  mean, std = jnp.asarray(views.mean, jnp.float32), jnp.asarray(views.std, jnp.float32)
   channels, canvas = crops.shape[-1], crops.shape[2]
 
   def pair(image_crops, region_sizes, index):
@@ -257,7 +278,7 @@ def views_of_crops(crops: jax.Array, crop_sizes: jax.Array, key: jax.Array,
     for v in range(2):
       draws = draw_view(keys[v], views, channels)._replace(
           box=region_box(region_sizes[v], canvas))
-      finished.append((apply_view(image_crops[v], draws, views, size) - mean) / std)
+      finished.append((apply_view(image_crops[v], draws, views) - mean) / std)
     return tuple(finished)
 
   return jax.vmap(pair)(crops, crop_sizes, jnp.arange(crops.shape[0]))
