@@ -275,11 +275,12 @@ def test_training_on_encoded_records_feeds_the_step_host_crops(tmp_path):
 def test_evaluation_reads_every_record_once_in_order(tmp_path):
   write_image_folder(tmp_path / "src", 7)
   convert.convert_split("folder", str(tmp_path / "src"), "train", str(tmp_path / "ar"))
-  chunks = list(records.eval_chunks(str(tmp_path / "ar"), "train", 20, chunk=4))
+  chunks = list(records.EvalSplit(str(tmp_path / "ar"), "train", 20).chunks(4))
   assert [len(labels) for _, labels in chunks] == [4, 4, 4, 2]
   labels = np.concatenate([labels for _, labels in chunks])
   split = shards.Split(str(tmp_path / "ar"), "train")
-  np.testing.assert_array_equal(labels, [label for label, _, _ in split])
+  np.testing.assert_array_equal(labels,
+                                [label for label, _, _ in split.read(range(len(split)))])
   assert chunks[0][0].shape == (4, 20, 20, 3) and chunks[0][0].dtype == np.uint8
 
 

@@ -65,9 +65,21 @@ def test_crop_and_resize_sample_where_tensorflow_does():
   np.testing.assert_allclose(small[0, 0], image[0:2, 0:2].mean(axis=(0, 1)), atol=1e-6)
 
 
+def jittered_maybe(x, key, strengths, prob):
+  """ColorJitter(*strengths) with probability `prob`, as apply_view does it: x [H, W, C]."""
+  factors, order, applies = views.draw_jitter(key, strengths, prob, x.shape[-1])
+  return jnp.where(applies, views.jitter(x, factors, order, strengths), x)
+
+
+def blurred_maybe(x, key, prob):
+  """SimCLR's blur with probability `prob`, as apply_view does it: x [H, W, C]."""
+  sigma, applies = views.draw_blur(key, prob)
+  return jnp.where(applies, views.blur(x, sigma), x)
+
+
 def test_jitter_probability_and_factor_range():
   x = jnp.full((2, 2, 3), 0.5)
-  out = np.asarray(per_image(lambda k: views.color_jitter(x, k, (0.4, 0.0, 0.0, 0.0), 0.8), 4000))
+  out = np.asarray(per_image(lambda k: jittered_maybe(x, k, (0.4, 0.0, 0.0, 0.0), 0.8), 4000))
   changed = np.abs(out - 0.5).max(axis=(1, 2, 3)) > 1e-6
   assert 0.77 < changed.mean() < 0.83
   factors = out[changed, 0, 0, 0] / 0.5
@@ -75,13 +87,13 @@ def test_jitter_probability_and_factor_range():
   assert factors.min() < 0.65 and factors.max() > 1.35  # The whole range is drawn.
   # Hue: a shift in [-h, h] of the colour circle, and nothing else.
   red = jnp.zeros((1, 1, 3)).at[..., 0].set(0.8)
-  hues = np.asarray(per_image(lambda k: views.color_jitter(red, k, (0.0, 0.0, 0.0, 0.2), 1.0), 500))
+  hues = np.asarray(per_image(lambda k: jittered_maybe(red, k, (0.0, 0.0, 0.0, 0.2), 1.0), 500))
   assert hues.max() <= 0.8 + 1e-5 and np.abs(hues - np.asarray(red)).max() > 0.1
 
 
 def test_jitter_ops_run_in_a_random_order_per_image():
   # Per image, one of the 4! orders of the active ops, uniformly.
-  orders = np.asarray(per_image(lambda k: views.jitter_order(k, 4), 24000))
+  orders = np.asarray(per_image(lambda k: views.draw_jitter(k, (0.5, 0.5, 0.5, 0.1), 1.0, 3)[1], 24000))
   counts = {tuple(o): 0 for o in itertools.permutations(range(4))}
   for order in map(tuple, orders):
     counts[order] += 1
@@ -89,7 +101,7 @@ def test_jitter_ops_run_in_a_random_order_per_image():
   # The order matters to the output: brightness then contrast is not contrast then brightness
   # once brightness clips; identical images end up with several distinct results.
   x = jnp.linspace(0.2, 1.0, 16).reshape(4, 4, 1)
-  out = np.asarray(per_image(lambda k: views.color_jitter(x, k, (0.5, 0.5, 0, 0), 1.0), 50))
+  out = np.asarray(per_image(lambda k: jittered_maybe(x, k, (0.5, 0.5, 0, 0), 1.0), 50))
   assert len({o.tobytes() for o in out}) == 50
 
 
@@ -111,7 +123,7 @@ def test_flip_and_grayscale_probabilities():
 
 def test_blur_probability_and_that_it_smooths():
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 16, 1)), jnp.float32)
-  out = np.asarray(per_image(lambda k: views.gaussian_blur(x, k, prob=0.5), 2000))
+  out = np.asarray(per_image(lambda k: blurred_maybe(x, k, 0.5), 2000))
   blurred = np.abs(out - np.asarray(x)).max(axis=(1, 2, 3)) > 1e-6
   assert 0.46 < blurred.mean() < 0.54
   # Blur lowers the pixel variance and keeps the mean (a normalised kernel).

@@ -154,21 +154,6 @@ def train_batches(config, start_step: int, num_steps: int, process_index: int = 
     yield {key: batch[key] for key in ("images", "crops", "crop_sizes") if key in batch}
 
 
-def eval_chunks(directory: str, split: str, size: int, chunk: int,
-                limit: Optional[int] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """The first `limit` records (default: all) of `split` once, in order, `chunk` at a time:
-  (uint8 [n, H, W, C] images for evaluation (shards.Split.eval_image), int32 [n] labels),
-  n <= chunk. Memory is one chunk's, whatever the split's size."""
-  source = shards.Split(directory, split)
-  end = len(source) if limit is None else min(limit, len(source))
-  for start in range(0, end, chunk):
-    indices = range(start, min(start + chunk, end))
-    read = source.read(indices)
-    images = np.stack([source.eval_image(name, pixels, i, size)
-                       for i, (_, name, pixels) in zip(indices, read)])
-    yield images, np.array([label for label, _, _ in read], np.int32)
-
-
 class EvalSplit:
   """A split of records as evaluation reads it (adcl.evaluation.splits' interface), at
   `size` px: never whole unless asked (`head`); its fingerprint is the manifest's."""
@@ -185,9 +170,20 @@ class EvalSplit:
   def __len__(self) -> int:
     return self.records
 
-  def chunks(self, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    return eval_chunks(self.directory, self.split, self.size, rows)
+  def chunks(self, rows: int, limit: Optional[int] = None
+             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The first `limit` records (default: all) once, in order, `rows` at a time: (uint8
+    [n, H, W, C] images (shards.Split.eval_image), int32 [n] labels), n <= rows. Memory is one
+    chunk's, whatever the split's size."""
+    source = shards.Split(self.directory, self.split)
+    end = len(source) if limit is None else min(limit, len(source))
+    for start in range(0, end, rows):
+      indices = range(start, min(start + rows, end))
+      read = source.read(indices)
+      images = np.stack([source.eval_image(name, pixels, i, self.size)
+                         for i, (_, name, pixels) in zip(indices, read)])
+      yield images, np.array([label for label, _, _ in read], np.int32)
 
   def head(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-    parts = list(eval_chunks(self.directory, self.split, self.size, self.HEAD_CHUNK, count))
+    parts = list(self.chunks(self.HEAD_CHUNK, count))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -29,7 +29,7 @@ import io
 import json
 import os
 import struct
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -183,7 +183,7 @@ def read_manifest(directory: str, split: str) -> dict:
 
 class Split:
   """Random access to the records of one converted split: `len(split)`, `split.read(indices)`
-  -> [(label, name, pixels bytes)], iteration in order, and its checked `manifest`."""
+  -> [(label, name, pixels bytes)], and its checked `manifest`."""
 
   def __init__(self, directory: str, split: str):
     from array_record.python.array_record_data_source import ArrayRecordDataSource
@@ -199,22 +199,14 @@ class Split:
   def __len__(self) -> int:
     return self.manifest["records"]
 
-  @property
-  def encoding(self) -> str:
-    return self.manifest["encoding"]
-
   def read(self, indices: Sequence[int]) -> list:
     """[(label, source file name, pixels bytes)] of the records at `indices`, in that order."""
     return [decode_record(r) for r in self._source.__getitems__(list(map(int, indices)))]
 
-  def __iter__(self) -> Iterator[tuple[int, str, bytes]]:
-    for start in range(0, len(self), 256):
-      yield from self.read(range(start, min(start + 256, len(self))))
-
   def decode(self, name: str, pixels: bytes, index: int) -> np.ndarray:
     """uint8 [H, W, C] pixels of one record, C the manifest's channels; a record that does not
     decode is a ValueError naming its index, split and source file."""
-    if self.encoding == "raw":
+    if self.manifest["encoding"] == "raw":
       return np.frombuffer(pixels, np.uint8).reshape(self.manifest["shape"])
     with self._naming(name, index):
       from PIL import Image
@@ -239,7 +231,7 @@ class Split:
     """uint8 [H, W, C] un-augmented image of one record for evaluation: raw pixels as they
     are (normalize.eval_images resizes them), encoded ones decoded to their centre crop at
     `size` (decode_crop.decode_center); errors as `decode`'s."""
-    if self.encoding == "raw":
+    if self.manifest["encoding"] == "raw":
       return self.decode(name, pixels, index)
     from adcl.data import decode_crop
 

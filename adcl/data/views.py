@@ -134,21 +134,15 @@ def _jitter_ops(channels: int):
   return [brightness, contrast, saturation, hue]
 
 
-def jitter_order(key: jax.Array, count: int) -> jax.Array:
-  """[count] a uniformly random order of the active jitter ops (torchvision draws one per
-  image)."""
-  if count == 0:
-    return jnp.zeros((0,), jnp.int32)
-  return jax.random.permutation(key, count)
-
-
 def draw_jitter(key: jax.Array, strengths, prob: float, channels: int):
   """ColorJitter(*strengths)'s draws with probability `prob`: (factors [4] in
-  jitter_ranges, order [A] of the active ops, applies bool [])."""
+  jitter_ranges, order [A] of the A active ops, uniformly random as torchvision draws one per
+  image, applies bool [])."""
   keys = jax.random.split(key, 6)
   factors = jnp.stack([jax.random.uniform(keys[i], minval=low, maxval=high)
                        for i, (low, high) in enumerate(jitter_ranges(strengths))])
-  order = jitter_order(keys[4], len(active_jitter_ops(strengths, channels)))
+  active = len(active_jitter_ops(strengths, channels))
+  order = jax.random.permutation(keys[4], active) if active else jnp.zeros((0,), jnp.int32)
   return factors, order, jax.random.uniform(keys[5]) < prob
 
 
@@ -160,13 +154,6 @@ def jitter(x: jax.Array, factors: jax.Array, order: jax.Array, strengths) -> jax
   for position in range(len(branches)):
     x = jax.lax.switch(order[position], branches, x)
   return x
-
-
-def color_jitter(x: jax.Array, key: jax.Array, strengths, prob: float) -> jax.Array:
-  """ColorJitter(*strengths) with probability `prob`, its active ops in a random order; x
-  [H, W, C] in [0, 1]."""
-  factors, order, applies = draw_jitter(key, strengths, prob, x.shape[-1])
-  return jnp.where(applies, jitter(x, factors, order, strengths), x)
 
 
 def draw_blur(key: jax.Array, prob: float, sigma_range=(0.1, 2.0)):
@@ -192,13 +179,6 @@ def blur(x: jax.Array, sigma: jax.Array, kernel_fraction: float = BLUR_KERNEL_FR
                for i in range(2 * radius + 1))
 
   return blur_axis(blur_axis(x, 0), 1)
-
-
-def gaussian_blur(x: jax.Array, key: jax.Array, prob: float, sigma_range=(0.1, 2.0),
-                  kernel_fraction: float = BLUR_KERNEL_FRACTION) -> jax.Array:
-  """SimCLR's blur with probability `prob`: sigma ~ U(sigma_range) pixels. x [H, W, C]."""
-  sigma, applies = draw_blur(key, prob, sigma_range)
-  return jnp.where(applies, blur(x, sigma, kernel_fraction), x)
 
 
 def draw_view(key: jax.Array, views: ViewRecipe, channels: int) -> ViewDraws:
