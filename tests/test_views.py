@@ -93,7 +93,8 @@ def test_jitter_probability_and_factor_range():
 
 def test_jitter_ops_run_in_a_random_order_per_image():
   # Per image, one of the 4! orders of the active ops, uniformly.
-  orders = np.asarray(per_image(lambda k: views.draw_jitter(k, (0.5, 0.5, 0.5, 0.1), 1.0, 3)[1], 24000))
+  all_four = (0.5, 0.5, 0.5, 0.1)
+  orders = np.asarray(per_image(lambda k: views.draw_jitter(k, all_four, 1.0, 3)[1], 24000))
   counts = {tuple(o): 0 for o in itertools.permutations(range(4))}
   for order in map(tuple, orders):
     counts[order] += 1

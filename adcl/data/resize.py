@@ -1,6 +1,7 @@
 """Bilinear resampling in jax: the device views' crops and the evaluation images' resize. Both
-sample where TensorFlow's tf.image.resize does (no TensorFlow needed), and both are gathers and elementwise blends, never a reduction, so an image's
-result does not depend on how its batch is sharded."""
+sample where TensorFlow's tf.image.resize does (no TensorFlow needed), and both are gathers and
+elementwise blends, never a reduction, so an image's result does not depend on how its batch is
+sharded."""
 
 import jax.numpy as jnp
 import numpy as np
