@@ -24,7 +24,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # One persistent compilation cache for the whole test run, shared by the xdist workers and the
 # command-line processes the tests start: many processes compile the same tiny programs (a run
-# and its resumed rerun, five killed runs), and a hit returns the executable XLA made for the
+# and its resumed rerun, three killed runs), and a hit returns the executable XLA made for the
 # same program, flags and devices. It halves a CLI run's time (32 -> 14 s for 4 tiny steps).
 # Tests that read the compiled program itself (HLO text, FLOP counts) run without it
 # (cli_env(compilation_cache=False)). The controller removes it at the end of the run.
