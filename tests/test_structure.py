@@ -1,6 +1,7 @@
 """The package's shape: nothing global changes on import, no import cycle, one build path."""
 
 import ast
+import contextlib
 import gc
 import os
 import pkgutil
@@ -44,24 +45,29 @@ def test_importing_every_module_leaves_the_environment_alone():
   assert result.stdout.strip().splitlines()[-1] == "{}"
 
 
-def _parse(path: str) -> ast.Module:
-  """`ast.parse` with the garbage collector held off.
+@contextlib.contextmanager
+def _collector_held():
+  """The garbage collector off while the block parses sources.
 
   CPython 3.11 keeps the AST converter's recursion count in state the whole interpreter shares
-  (CPython gh-106905): a collection that runs a finalizer in the middle of the conversion (the
+  (CPython gh-106905): a collection that runs a finalizer in the middle of a conversion (the
   suite leaves TensorStore and file objects to the collector) lets other Python code run, and
   another parse from there fails this one with "AST constructor recursion depth mismatch". It
-  failed CI once. With the collector off no Python code runs inside the conversion."""
-  with open(path) as f:
-    source = f.read()
+  failed CI once. With the collector off no Python code runs inside a conversion. Held once
+  for all the files, not per file: a worker's heap is large after the tests before this one,
+  and a full collection per file cost seconds each."""
   was_enabled = gc.isenabled()
-  gc.collect()
   gc.disable()
   try:
-    return ast.parse(source, filename=path)
+    yield
   finally:
     if was_enabled:
       gc.enable()
+
+
+def _parse(path: str) -> ast.Module:
+  with open(path) as f:
+    return ast.parse(f.read(), filename=path)
 
 
 def _imports(path: str, module: str) -> set[str]:
@@ -95,10 +101,11 @@ def _file_of(module: str) -> str:
 
 def test_no_import_cycle_among_adcl_modules():
   graph = {}
-  for module in adcl_modules():
-    path = (os.path.join(_dir_of(module), "__init__.py") if os.path.isdir(_dir_of(module))
-            else _file_of(module))
-    graph[module] = _imports(path, module)
+  with _collector_held():
+    for module in adcl_modules():
+      path = (os.path.join(_dir_of(module), "__init__.py") if os.path.isdir(_dir_of(module))
+              else _file_of(module))
+      graph[module] = _imports(path, module)
   # Importing adcl.a.b runs adcl/a/__init__.py first: that edge is Python's, not a dependency.
   state = {}
 
