@@ -5,9 +5,9 @@
       cli.run(main, "adcl.NAME")
 
 `run` does, before jax starts a backend: adcl's XLA:CPU defaults (adcl/xla_cpu.py; importing
-adcl changes nothing, the command does it), glibc's mmap threshold held fixed
-(fix_mmap_threshold), TensorFlow's C++ log level, and jax kept off the TPU runtime on a host
-with libtpu but no TPU chip (adcl.tpu.skip_absent_runtime). Then it parses the
+adcl changes nothing, the command does it), glibc's allocator set for training and for
+evaluation (adcl/allocator.py), TensorFlow's C++ log level, and jax kept off the TPU runtime
+on a host with libtpu but no TPU chip (adcl.tpu.skip_absent_runtime). Then it parses the
 flags (a bad `--config.KEY` override or a config file that fails to load: one line), filters
 the console log (adcl's own INFO lines, other libraries' warnings only) and turns every
 expected failure into one line on stderr and an exit code:
@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Callable
 
-from adcl import errors, tpu, xla_cpu
+from adcl import allocator, errors, tpu, xla_cpu
 
 EXPECTED = (ValueError, OSError, errors.NonFiniteLoss, errors.MissingDependency,
             errors.ChildCrashed)
@@ -97,33 +97,13 @@ def parse_flags(program: str, argv: list[str]) -> list[str]:
     fail(program, f"error: bad config override: {message}", 2)
 
 
-# glibc's M_MMAP_THRESHOLD: allocations at least this large get their own mapping.
-MMAP_THRESHOLD = 128 * 1024
-
-
-def fix_mmap_threshold() -> None:
-  """Keep glibc's mmap threshold fixed at MMAP_THRESHOLD (its initial value), so that every
-  large array is its own mapping, returned to the system when freed. By default glibc raises
-  the threshold after the first large free, after which the evaluation's per-chunk arrays come
-  from the heap, fragment it around the small arrays that outlive them, and resident memory
-  grows with the images evaluated (docs/data_design.md has the measurement). Nothing on other C
-  libraries."""
-  import ctypes
-
-  try:
-    libc = ctypes.CDLL("libc.so.6")
-  except OSError:
-    return
-  libc.mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD in glibc's malloc.h.
-
-
 def run(main: Callable[[list[str]], None], program: str) -> None:
   """absl's app.run(main) with the shared start-up, log filter and error path (module doc)."""
   from absl import app, logging
 
   xla_cpu.apply_defaults()  # Before any jax computation: XLA reads XLA_FLAGS once.
   tpu.skip_absent_runtime()  # Also before: jax reads JAX_PLATFORMS when it starts.
-  fix_mmap_threshold()
+  allocator.manage()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sys.unraisablehook = _unraisable_quietly
 

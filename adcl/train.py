@@ -9,7 +9,7 @@ import numpy as np
 from absl import flags, logging
 import jax
 
-from adcl import build, checkpoints, cli, configs, distributed, errors
+from adcl import allocator, build, checkpoints, cli, configs, distributed, errors
 from adcl.data import memory, order
 from adcl.evaluation import knn, protocol, splits
 from adcl.lock import WorkdirLock
@@ -24,7 +24,7 @@ def knn_eval(trainer: build.Trainer, state, eval_data, config) -> float:
   """kNN top-1 (percent) of the clean encoder on the whole test set (docs/method.md §5).
   eval_data: (train, test) splits as adcl.evaluation.splits.load_split gives them."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  with protocol.feature_store(eval_data) as store:
+  with allocator.evaluating(), protocol.feature_store(eval_data) as store:
     (train_f, train_y), (test_f, test_y) = (
         protocol.split_features(trainer.embed_fn(), variables, split, config, trainer.mesh,
                                 store)

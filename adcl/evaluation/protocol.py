@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from adcl import step as step_lib
+from adcl import allocator, step as step_lib
 from adcl.data import normalize
 from adcl.evaluation import knn, linear, pixels, robust, splits
 from adcl.evaluation.batched import batched_apply
@@ -115,7 +115,7 @@ def evaluate(model, variables: dict, config: ml_collections.ConfigDict, data: di
     robust_*}.
   """
   mesh = step_lib.data_mesh() if mesh is None else mesh
-  with feature_store([data["train"], data["test"]]) as store:
+  with allocator.evaluating(), feature_store([data["train"], data["test"]]) as store:
     return _evaluate(model, variables, config, data, robust_examples, robust_eps_pixels, mesh,
                      pixel_baseline, store)
 
