@@ -28,9 +28,12 @@ TRAINING = (32 * 2**20, 64 * 2**20)
 EVALUATION = (128 * 2**10, 128 * 2**10)
 
 _libc: Optional[ctypes.CDLL] = None
+_current = TRAINING
 
 
 def _set(setting: tuple) -> None:
+  global _current
+  _current = setting
   if _libc is not None:
     mmap_threshold, trim_threshold = setting
     _libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
@@ -50,9 +53,11 @@ def manage() -> None:
 
 @contextlib.contextmanager
 def evaluating() -> Iterator[None]:
-  """The block runs with EVALUATION, then TRAINING again (if `manage` was called)."""
+  """The block runs with EVALUATION, then with the setting before it again (if `manage` was
+  called); blocks may nest."""
+  before = _current
   _set(EVALUATION)
   try:
     yield
   finally:
-    _set(TRAINING)
+    _set(before)

@@ -50,3 +50,14 @@ def test_commands_train_from_the_heap_and_map_each_large_array_while_evaluating(
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads(result.stdout.strip().splitlines()[-1]) == {
       "notebook": False, "evaluating": True, "training": False}
+
+
+def test_evaluating_blocks_nest_and_give_back_the_setting_before_them():
+  from adcl import allocator  # Without `manage`: this process's allocator is not touched.
+
+  assert allocator._current == allocator.TRAINING
+  with allocator.evaluating():
+    with allocator.evaluating():
+      pass
+    assert allocator._current == allocator.EVALUATION  # Still inside the outer block.
+  assert allocator._current == allocator.TRAINING
