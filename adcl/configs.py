@@ -93,7 +93,7 @@ def base() -> ml_collections.ConfigDict:
   c.data.fingerprint = ""
 
   c.model = ml_collections.ConfigDict()
-  c.model.architecture = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet_small.
+  c.model.architecture = "resnet18"  # A name of ARCHITECTURES, adcl/models/resnet.py.
   c.model.width = 64  # Channels of the first stage (width multiplier x 64).
   c.model.stem = "cifar"  # 'cifar' (3x3, stride 1, no max-pool) or 'imagenet' (7x7/2 + pool).
   c.model.projector = (128,)  # Head widths: (128,) linear (Plain/UEL), (512, 64) SimCLR MLP.

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ARCHITECTURES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet_small": (1, 1, 1, 1)}
+ARCHITECTURES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet_small": (1, 1, 1, 1),
+                 "resnet_tiny": (1, 1)}
 
 
 class DualBN(nn.Module):

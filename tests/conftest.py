@@ -122,14 +122,15 @@ def idx_dir(tmp_path):
 
 
 def tiny_config(data_dir: str) -> "ml_collections.ConfigDict":
-  """A config that trains a 4-channel ResNet on 8 px crops of the tiny IDX set in seconds."""
+  """A config that trains a 4-channel two-block ResNet on 8 px crops of the tiny IDX set in
+  seconds."""
   c = configs.base()
   c.data.source = "idx"
   c.data.name = "tiny"
   c.data.data_dir = data_dir
   c.data.image_size = 8
   c.data.mean, c.data.std = (0.3,), (0.3,)
-  c.model.architecture = "resnet_small"
+  c.model.architecture = "resnet_tiny"
   c.model.width = 4
   c.model.projector = (16, 8)
   c.loss.name = "simclr"

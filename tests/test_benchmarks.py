@@ -8,7 +8,7 @@ import sys
 
 from conftest import REPO, cli_env
 
-TINY = ["--model", "resnet_small", "--width", "4", "--image-size", "8", "--channels", "1",
+TINY = ["--model", "resnet_tiny", "--width", "4", "--image-size", "8", "--channels", "1",
         "--batch", "8", "--steps", "1", "--rounds", "1"]
 
 

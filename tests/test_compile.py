@@ -79,7 +79,7 @@ def records_config(tmp_path, **overrides) -> str:
   bfloat16) at toy size, as a config file."""
   lines = ["from adcl import configs", "def get_config():",
            "  c = configs.imagenet_recipe('imagenet100')",
-           "  c.data.image_size, c.model.architecture, c.model.width = 16, 'resnet_small', 8",
+           "  c.data.image_size, c.model.architecture, c.model.width = 16, 'resnet_tiny', 8",
            "  c.model.projector = (32, 16)"]
   lines += [f"  c.{key} = {value!r}" for key, value in overrides.items()]
   path = tmp_path / "records_config.py"

@@ -142,16 +142,15 @@ def test_one_run_per_workdir(tiny, tmp_path):
   assert lock.read_text() == "another-host 123\n"
 
 
-def largest_data_file(checkpoint_dir) -> str:
-  data = [os.path.join(root, n) for root, _, names in os.walk(checkpoint_dir) for n in names
-          if os.sep + "d" + os.sep in os.path.join(root, n)]
-  return max(data, key=os.path.getsize)
-
-
 def damage(checkpoint_dir) -> None:
-  path = largest_data_file(checkpoint_dir)
-  data = open(path, "rb").read()
-  open(path, "wb").write(data[:len(data) // 2])
+  """Cut every array data file of a checkpoint in half: which file holds the parameters (all
+  that the notebook API reads) depends on the model's size."""
+  for root, _, names in os.walk(checkpoint_dir):
+    for name in names:
+      if os.sep + "d" + os.sep in os.path.join(root, name):
+        path = os.path.join(root, name)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[:len(data) // 2])
 
 
 def make_tmpfs(path, size: str) -> bool:

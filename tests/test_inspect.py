@@ -44,7 +44,7 @@ def test_embed_counts_every_image_once(runs):
   assert run.step == 4 and len(images) == 40  # 40 = 2.5 eval batches of 16.
   together = run.embed(images)
   one_by_one = np.concatenate([run.embed(images[i:i + 1]) for i in range(len(images))])
-  assert together.shape == (40, 4 * 8)  # resnet_small width 4: 8 x width pooled channels.
+  assert together.shape == (40, 4 * 2)  # resnet_tiny width 4: 2 x width pooled channels.
   np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
   z = run.embed(images, "embedding")
   np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
@@ -89,7 +89,7 @@ def test_load_refuses_bad_input(runs, tmp_path):
   saved = json.load(open(config_file))
   saved["model"]["width"] = 8
   config_file.write_text(json.dumps(saved))
-  with pytest.raises(ValueError, match=r"does not fit its saved config \(model resnet_small "
+  with pytest.raises(ValueError, match=r"does not fit its saved config \(model resnet_tiny "
                      r"width 8.*Conv_0.*has shape \(3, 3, 4, 4\), the model wants \(3, 3, 8, 8\)"):
     inspect.load(str(other))
 

@@ -41,7 +41,7 @@ def test_width_multiplier_scales_channels():
 
 
 def test_clean_and_adversarial_batch_norm_are_separate():
-  model = ContrastiveModel("resnet_small", 4, "cifar", (8,))
+  model = ContrastiveModel("resnet_tiny", 4, "cifar", (8,))
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
   variables = model.init(jax.random.PRNGKey(0), x, train=True)
   stem = variables["params"]["encoder"]["stem_bn"]
@@ -70,8 +70,8 @@ def _loss_grads_stats_eager(model, x, variables):
 
 def test_remat_keeps_names_values_gradients_and_bn_updates():
   x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 8, 8, 3)), jnp.float32)
-  plain = ContrastiveModel("resnet_small", width=4, projector=(8,))
-  remat = ContrastiveModel("resnet_small", width=4, projector=(8,), remat=True)
+  plain = ContrastiveModel("resnet_tiny", width=4, projector=(8,))
+  remat = ContrastiveModel("resnet_tiny", width=4, projector=(8,), remat=True)
   variables = plain.init(jax.random.PRNGKey(0), x, train=True)
   # Same parameter names: a checkpoint does not depend on the switch.
   assert (jax.tree.structure(jax.eval_shape(lambda: remat.init(jax.random.PRNGKey(0), x,
@@ -84,8 +84,8 @@ def test_remat_keeps_names_values_gradients_and_bn_updates():
 
 def test_bfloat16_compute_keeps_float32_parameters_and_outputs():
   x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 8, 8, 3)), jnp.float32)
-  full = ContrastiveModel("resnet_small", width=8, projector=(8,))
-  half = ContrastiveModel("resnet_small", width=8, projector=(8,), dtype=jnp.bfloat16)
+  full = ContrastiveModel("resnet_tiny", width=8, projector=(8,))
+  half = ContrastiveModel("resnet_tiny", width=8, projector=(8,), dtype=jnp.bfloat16)
   variables = full.init(jax.random.PRNGKey(0), x, train=True)
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(
       jax.eval_shape(lambda: half.init(jax.random.PRNGKey(0), x, train=True))))

@@ -50,7 +50,7 @@ def test_gpu_check_runs_without_tensorflow_at_toy_size(tmp_path):
   assert records[0]["clae_cifar10_100_epochs_min"] == pytest.approx(
       100 * 50_000 / records[0]["clae_images_per_s"] / 60, rel=1e-2)
   table = (out / "gpu_check.md").read_text()
-  assert ("| resnet_small | 32 | simclr | bfloat16 | 8 |" in table
+  assert ("| resnet_tiny | 32 | simclr | bfloat16 | 8 |" in table
           and "## Quickstart end to end" in table)
   assert "adv.fraction at bfloat16, batch 8: step time / plain 0.5: " in table
 
