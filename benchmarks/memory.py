@@ -90,7 +90,7 @@ def get_config():
   c.data.image_size, c.data.mean, c.data.std = {crop}, (0.5,) * 3, (0.25,) * 3
   c.data.views.update(configs.VIEW_RECIPES["simclr_blur"])
   c.data.workers = {workers}
-  c.model.architecture, c.model.width, c.model.stem = "resnet_small", 8, "imagenet"
+  c.model.architecture, c.model.width, c.model.stem = {architecture!r}, 8, "imagenet"
   c.model.projector = (32, 8)
   c.loss.name, c.loss.temperature = "simclr", 0.5
   c.train.batch_size, c.train.num_steps = {batch}, {steps}
@@ -111,6 +111,8 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--workers", type=int, default=2)
+  parser.add_argument("--architecture", default="resnet_small",
+                      help="the encoder (the tests' resnet_tiny compiles faster)")
   parser.add_argument("--dir", default="", help="working folder (default: a temporary one)")
   args = parser.parse_args()
   sizes = [tuple(map(int, s.split(","))) for s in (args.small, args.large)]
@@ -128,6 +130,7 @@ def main():
   print(f"wrote {counts[1] + args.test_images} JPEGs in {time.perf_counter() - start:.0f}s",
         file=sys.stderr)
   result = {"images": list(counts), "sizes": sizes, "crop": args.crop, "steps": args.steps,
+            "architecture": args.architecture,
             "workers": args.workers}
   for count in counts:
     source = os.path.join(root, f"jpeg_{count}")
@@ -141,7 +144,8 @@ def main():
     config = os.path.join(root, f"config_{count}.py")
     with open(config, "w") as f:
       f.write(CONFIG.format(data_dir=records, crop=args.crop, workers=args.workers,
-                            batch=args.batch, steps=args.steps))
+                            batch=args.batch, steps=args.steps,
+                            architecture=args.architecture))
     workdir = os.path.join(root, f"run_{count}")
     shutil.rmtree(workdir, ignore_errors=True)  # Train afresh, not resume.
     peak, seconds = peak_rss_mb([sys.executable, "-m", "adcl.train", "--config", config,

@@ -79,7 +79,8 @@ def test_memory_of_training_on_records_does_not_grow_with_the_dataset(tmp_path):
   second peak says nothing about the data."""
   result = subprocess.run([sys.executable, "benchmarks/memory.py", "--images", "150",
                            "--small", "64,48", "--large", "800,600", "--test-images", "50",
-                           "--workers", "1", "--steps", "2", "--dir", str(tmp_path)],
+                           "--workers", "1", "--steps", "2", "--architecture", "resnet_tiny",
+                           "--dir", str(tmp_path)],
                           cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads(result.stdout.strip().splitlines()[-1])
