@@ -185,8 +185,9 @@ def largest_batches(recipe: str, slices, records_path: str, done: dict) -> None:
       except preflight.DoesNotFit:
         record["confirmed_from"] = False
     if "batch" not in record:
-      largest, history = preflight.max_batch(config, tpu_slice, progress=lambda *a: None,
-                                             resolution=RESOLUTION)
+      largest, history = preflight.max_batch(  # Each compile's answer, as it comes.
+          config, tpu_slice, progress=lambda message, *args: say("  " + message % args),
+          resolution=RESOLUTION)
       record.update(batch=largest, tried=[list(h) for h in history])
       per_chip.setdefault(family, largest // tpu_slice.chips)
     record["seconds"] = time.perf_counter() - start
