@@ -119,6 +119,6 @@ ARCHITECTURES = {
     # One basic block per stage: the quickstart's CPU-sized encoder (with width 16-32).
     "resnet_small": dict(stage_sizes=(1, 1, 1, 1), block=BasicBlock),
     # A stem and two basic blocks, the least that still has a strided projection shortcut:
-    # the tests' encoder, whose step compiles in about two thirds of resnet_small's time.
+    # the tests' encoder, whose step compiles faster (docs/performance.md).
     "resnet_tiny": dict(stage_sizes=(1, 1), block=BasicBlock),
 }
