@@ -251,7 +251,8 @@ def compile_program(config, tpu_slice: tpu.Slice, batch: Optional[int] = None,
 
 
 def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: bool = False,
-              progress=logging.info, resolution: float = 0.0) -> tuple[int, list]:
+              progress=logging.info, resolution: float = 0.0,
+              tried: Optional[dict] = None) -> tuple[int, list]:
   """The largest global batch of `program` that fits in the slice's HBM, a multiple of
   BATCH_GRANULE images per chip (0 if not even that fits), and [(batch, fits, bytes needed or
   None)] of each compile it took.
@@ -262,10 +263,16 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
   nothing new. It ends when a fitting batch and one a granule larger that does not are known,
   or, with `resolution` r > 0, one at most r x the fitting batch larger (fewer compiles for a
   survey of many recipes; the answer is then within that fraction of the largest).
+
+  `tried` ({batch per chip: (fits, bytes needed or None)}) holds the compiles of this search
+  made before, and gets each new one as it ends: a caller that saves it at each `progress` can
+  resume a search that was cut off without compiling again what it answered.
   """
   chips, granule = tpu_slice.chips, BATCH_GRANULE
   default = config.train.batch_size if program == "train_step" else config.eval.batch_size
-  tried, fits_at, fails_at = {}, 0, None
+  tried = {} if tried is None else tried
+  fits_at = max((b for b, (ok, _) in tried.items() if ok), default=0)
+  fails_at = min((b for b, (ok, _) in tried.items() if not ok), default=None)
 
   def attempt(per_chip: int) -> None:
     nonlocal fits_at, fails_at
@@ -291,7 +298,9 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
     usable = tpu_slice.hbm_bytes * (1 if full else 1 - QUICK_MARGIN)
     return int(b0 + (usable - n0) * (b1 - b0) / (n1 - n0)) // granule * granule
 
-  attempt(max(granule, default // chips // granule * granule))
+  if not tried:
+    attempt(max(granule, default // chips // granule * granule))
+
   def settled() -> bool:
     return fails_at is not None and fails_at - fits_at <= max(granule, resolution * fits_at)
 

@@ -9,6 +9,9 @@ compiled again) and writes the tables of --markdown from every line there. Compi
 preflight's quick ones (adcl.compile.QUICK_OPTIONS). libtpu can kill the process while it
 compiles: the compile under way is announced in RECORDS.inflight, and the next run records it
 as a crash and goes on (`until python benchmarks/tpu_recipes.py; do :; done` runs it through).
+A largest-batch search keeps each compile's answer there as it comes, and a run stopped in it
+(by a crash or by hand) goes on from them; it is a crash only if it dies again before its next
+answer.
 
 What is compiled, and why so few compiles answer for all of it:
 - Each recipe at its own global batch on each slice.
@@ -109,16 +112,25 @@ def settle(records_path: str) -> None:
     os.remove(inflight_path(records_path))
 
 
-def record_crash(records_path: str) -> None:
-  """A compile announced but never settled: the process died in it. Recorded as a crash."""
+def record_crash(records_path: str) -> dict:
+  """A compile announced but never settled: the process died in it. Recorded as a crash, but
+  for a largest-batch search that had answered some compiles since it last started: it is
+  returned, {(kind, recipe, slice): its announcement}, to be resumed from them (a process
+  stopped by hand looks the same). One that dies again before its next answer is a crash."""
   if not os.path.exists(inflight_path(records_path)):
-    return
+    return {}
   with open(inflight_path(records_path)) as f:
     record = json.load(f)
+  if record["kind"] == "max_batch" and record.get("tried") and not record.get("resumed"):
+    record["resumed"] = True  # Until its next answer.
+    announce(records_path, record)
+    return {(record["kind"], record["recipe"], record["slice"]): record}
+  record = {k: v for k, v in record.items() if k not in ("tried", "resumed")}
   record.update(fits=False, crashed=True, batch=record.get("batch"),
                 error="the process died compiling it (libtpu crashed)")
   append(records_path, record)
   settle(records_path)
+  return {}
 
 
 def same_program(recipe: str, slices, records_path: str, done: dict):
@@ -159,9 +171,11 @@ def at_recipe_batch(recipe: str, slices, records_path: str, done: dict) -> None:
         f"{'fits' if record['fits'] else 'does not fit'}")
 
 
-def largest_batches(recipe: str, slices, records_path: str, done: dict) -> None:
+def largest_batches(recipe: str, slices, records_path: str, done: dict,
+                    resume: dict) -> None:
   """The recipe's largest batch on each slice: searched on the first slice of each chip
-  generation, confirmed by one compile on the others."""
+  generation, confirmed by one compile on the others. A search in `resume` (record_crash's)
+  goes on from the compiles it had answered."""
   from adcl import compile as preflight
 
   config = load(recipe)
@@ -176,7 +190,11 @@ def largest_batches(recipe: str, slices, records_path: str, done: dict) -> None:
       continue
     start = time.perf_counter()
     record = {"kind": "max_batch", "recipe": recipe, "slice": name}
-    announce(records_path, record)
+    earlier = resume.get(key, {})
+    earlier_seconds = earlier.get("seconds", 0.0)
+    tried = {int(b): tuple(answer) for b, answer in earlier.get("tried", {}).items()}
+    announce(records_path, {**record, **{k: earlier[k] for k in ("tried", "resumed", "seconds")
+                                         if k in earlier}})
     if family in per_chip:  # A slice of a generation searched already: confirm.
       batch = per_chip[family] * tpu_slice.chips
       try:
@@ -185,12 +203,19 @@ def largest_batches(recipe: str, slices, records_path: str, done: dict) -> None:
       except preflight.DoesNotFit:
         record["confirmed_from"] = False
     if "batch" not in record:
-      largest, history = preflight.max_batch(  # Each compile's answer, as it comes.
-          config, tpu_slice, progress=lambda message, *args: say("  " + message % args),
-          resolution=RESOLUTION)
+      if tried:
+        say(f"{recipe} on {name}: resuming the search from {len(tried)} compiles")
+
+      def answered(message, *args):  # Each compile's answer, shown and kept as it comes.
+        say("  " + message % args)
+        announce(records_path, {**record, "tried": tried,
+                                "seconds": earlier_seconds + time.perf_counter() - start})
+
+      largest, history = preflight.max_batch(config, tpu_slice, progress=answered,
+                                             resolution=RESOLUTION, tried=tried)
       record.update(batch=largest, tried=[list(h) for h in history])
       per_chip.setdefault(family, largest // tpu_slice.chips)
-    record["seconds"] = time.perf_counter() - start
+    record["seconds"] = earlier_seconds + time.perf_counter() - start
     append(records_path, record)
     settle(records_path)
     done[key] = record
@@ -274,7 +299,7 @@ def main():
   xla_cpu.apply_defaults()
   tpu.skip_absent_runtime()
   slices = args.slices.split(",")
-  record_crash(args.records)
+  resume = record_crash(args.records)
   done = {}
   for r in read_records(args.records):
     done[(r["kind"], r["recipe"]) + ((r["slice"],) if "slice" in r else ())] = r
@@ -298,9 +323,10 @@ def main():
   work += sorted(((r, largest_batches) for r in distinct),
                  key=lambda item: load(item[0]).model.architecture == "resnet50")
   for recipe, step in work:
-    if step is largest_batches and (recipe in NO_MAX_BATCH or not load(recipe).adv.enabled):
-      continue
-    step(recipe, slices, args.records, done)
+    if step is at_recipe_batch:
+      at_recipe_batch(recipe, slices, args.records, done)
+    elif recipe not in NO_MAX_BATCH and load(recipe).adv.enabled:
+      largest_batches(recipe, slices, args.records, done, resume)
     write_table()
   print(f"wrote {args.markdown}")
 

@@ -117,7 +117,7 @@ def test_the_preflight_command_compiles_a_records_crops_step_and_refuses_what_ca
 def test_max_batch_ends_between_a_batch_that_fits_and_one_a_granule_larger(monkeypatch):
   """The search on a stand-in compiler whose need is linear in the batch (2 GiB + 60 MiB an
   image; a quick compile fits below 92% of a v5e's 16 GiB: 217 a chip): the largest multiple
-  of 8 a chip, in few compiles."""
+  of 8 a chip, in few compiles; a search cut off goes on from the compiles it answered."""
   v5e = tpu.get_slice("v5e-4")
   usable = v5e.hbm_bytes * (1 - preflight.QUICK_MARGIN)
 
@@ -150,6 +150,26 @@ def test_max_batch_ends_between_a_batch_that_fits_and_one_a_granule_larger(monke
                                              resolution=1 / 16)
   assert exact == 248 * 4 and exact * (1 - 1 / 16) <= rough <= exact
   assert len(rough_history) <= len(exact_history)
+
+  # Cut off after two compiles (the process killed), then resumed from the answers it kept:
+  # the same answer, and only the compiles it had not made.
+  class Killed(Exception):
+    pass
+
+  def killed_after_two(*_):
+    if len(kept) == 2:
+      raise Killed
+  kept = {}
+  with pytest.raises(Killed):
+    preflight.max_batch(config, v5e, progress=killed_after_two, tried=kept)
+  compiled = []
+  monkeypatch.setattr(preflight, "compile_program",
+                      lambda *args, **kwargs: compiled.append(args[2]) or curving_compile(
+                          *args, **kwargs))
+  resumed, resumed_history = preflight.max_batch(config, v5e, progress=lambda *a: None,
+                                                 tried=dict(kept))
+  assert (resumed, resumed_history) == (exact, exact_history)
+  assert len(compiled) == len(exact_history) - 2 and not set(compiled) & {4 * b for b in kept}
 
 
 def test_a_compiler_crash_ends_in_one_line():
