@@ -97,12 +97,19 @@ def parse_flags(program: str, argv: list[str]) -> list[str]:
     fail(program, f"error: bad config override: {message}", 2)
 
 
+def prepare_jax() -> None:
+  """What every command and benchmark sets before jax starts: adcl's XLA:CPU options
+  (adcl/xla_cpu.py) and, on a host with libtpu but no TPU chip, the CPU as jax's platform
+  (adcl.tpu.skip_absent_runtime)."""
+  xla_cpu.apply_defaults()  # XLA reads XLA_FLAGS once, when its first backend starts.
+  tpu.skip_absent_runtime()  # jax reads JAX_PLATFORMS when it starts.
+
+
 def run(main: Callable[[list[str]], None], program: str) -> None:
   """absl's app.run(main) with the shared start-up, log filter and error path (module doc)."""
   from absl import app, logging
 
-  xla_cpu.apply_defaults()  # Before any jax computation: XLA reads XLA_FLAGS once.
-  tpu.skip_absent_runtime()  # Also before: jax reads JAX_PLATFORMS when it starts.
+  prepare_jax()
   allocator.manage()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sys.unraisablehook = _unraisable_quietly

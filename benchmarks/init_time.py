@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # step_time.py
 import jax
 import numpy as np
 
-from adcl import build, step as step_lib, xla_cpu
+from adcl import build, cli, step as step_lib, xla_cpu
 from step_time import build_config, parse_model_arguments
 
 
@@ -35,7 +35,7 @@ def init_seconds(config, shape, options) -> tuple:
 
 
 def main():
-  xla_cpu.apply_defaults()  # As the commands do (adcl/cli.py), before jax starts.
+  cli.prepare_jax()  # As the commands do, before jax starts.
   args = parse_model_arguments(__doc__.splitlines()[0])
   config = build_config(args)
   shape = (args.image_size, args.image_size, args.channels)

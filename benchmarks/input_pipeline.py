@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import configs, step as step_lib, xla_cpu
+from adcl import cli, configs, step as step_lib
 from adcl.data import memory, views
 import step_time
 
@@ -105,7 +105,7 @@ def step_images_per_s(config, image_shape, steps, views):
 
 
 def main():
-  xla_cpu.apply_defaults()  # As the commands do (adcl/cli.py), before jax starts.
+  cli.prepare_jax()  # As the commands do, before jax starts.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--setting", default="quickstart")
   parser.add_argument("--pipeline-steps", type=int, default=50)

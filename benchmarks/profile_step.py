@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import build, losses, step as step_lib, xla_cpu
+from adcl import build, cli, losses, step as step_lib
 import step_time  # benchmarks/step_time.py: the same configs.
 
 
@@ -42,7 +42,7 @@ def compiled_timer(function, *args):
 
 
 def main():
-  xla_cpu.apply_defaults()  # As the commands do (adcl/cli.py), before jax starts.
+  cli.prepare_jax()  # As the commands do, before jax starts.
   args = step_time.parse_model_arguments(__doc__.splitlines()[0])
   config = step_time.build_config(args)
   config.adv.enabled = True

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adcl import build, configs, step as step_lib, xla_cpu
+from adcl import build, cli, configs, step as step_lib
 
 
 def build_config(args):
@@ -141,7 +141,7 @@ def parse_model_arguments(description: str):
 
 
 def main():
-  xla_cpu.apply_defaults()  # As the commands do (adcl/cli.py), before jax starts.
+  cli.prepare_jax()  # As the commands do, before jax starts.
   args = parse_model_arguments(__doc__.splitlines()[0])
   config = build_config(args)  # Also sets the quickstart's image size and channels.
   mesh = step_lib.data_mesh()

@@ -295,9 +295,8 @@ def main():
                                                         "tpu_recipes.jsonl"))
   parser.add_argument("--markdown", default=os.path.join(REPO, "docs", "tpu_recipes.md"))
   args = parser.parse_args()
-  from adcl import xla_cpu
-  xla_cpu.apply_defaults()
-  tpu.skip_absent_runtime()
+  from adcl import cli
+  cli.prepare_jax()  # As the commands do, before jax starts.
   slices = args.slices.split(",")
   resume = record_crash(args.records)
   done = {}
