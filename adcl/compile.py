@@ -260,7 +260,7 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
   HBM grows about linearly with the batch, so each compile's need (from the report, or the
   compiler's out-of-memory message) gives a line through the two nearest batches, and the next
   batch tried is where that line meets the chip's HBM; a bisection step where the line says
-  nothing new. It ends when a fitting batch and one a granule larger that does not are known,
+  nothing new, and after a guess that landed on the same side as the compile before it. It ends when a fitting batch and one a granule larger that does not are known,
   or, with `resolution` r > 0, one at most r x the fitting batch larger (fewer compiles for a
   survey of many recipes; the answer is then within that fraction of the largest).
 
@@ -304,11 +304,17 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
   def settled() -> bool:
     return fails_at is not None and fails_at - fits_at <= max(granule, resolution * fits_at)
 
+  sides, guessed = [], False  # Whether each compile fitted; whether the last was a guess.
   while not settled():
     low, guess = fits_at, predicted()
+    # Near the chip's capacity the need is far from a line (the compiler trades recomputation
+    # for memory; past it, it counts only what it reached), and the line's guesses can creep
+    # toward the edge a few granules at a time from one side: a guess that landed on the side
+    # of the compile before it is followed by a bisection.
+    creeping = guessed and len(sides) > 1 and sides[-1] == sides[-2]
     if fails_at is None:  # Grow: to the line's answer, at least a granule; else double.
       candidate = max(guess or 0, low + granule) if guess else 2 * low
-    elif guess is not None and low < guess < fails_at:
+    elif guess is not None and low < guess < fails_at and not creeping:
       candidate = guess
     else:
       candidate = (low + fails_at) // 2 // granule * granule
@@ -317,7 +323,9 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
     candidate = max(candidate, low + granule)
     if fails_at is not None:
       candidate = min(candidate, fails_at - granule)
+    guessed = fails_at is not None and candidate == guess
     attempt(candidate)
+    sides.append(tried[candidate][0])
   history = [(b * chips, ok, need) for b, (ok, need) in sorted(tried.items())]
   return fits_at * chips, history
 

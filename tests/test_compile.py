@@ -117,7 +117,8 @@ def test_the_preflight_command_compiles_a_records_crops_step_and_refuses_what_ca
 def test_max_batch_ends_between_a_batch_that_fits_and_one_a_granule_larger(monkeypatch):
   """The search on a stand-in compiler whose need is linear in the batch (2 GiB + 60 MiB an
   image; a quick compile fits below 92% of a v5e's 16 GiB: 217 a chip): the largest multiple
-  of 8 a chip, in few compiles; a search cut off goes on from the compiles it answered."""
+  of 8 a chip, in few compiles, also where the need is far from a line; a search cut off goes
+  on from the compiles it answered."""
   v5e = tpu.get_slice("v5e-4")
   usable = v5e.hbm_bytes * (1 - preflight.QUICK_MARGIN)
 
@@ -151,6 +152,23 @@ def test_max_batch_ends_between_a_batch_that_fits_and_one_a_granule_larger(monke
   assert exact == 248 * 4 and exact * (1 - 1 / 16) <= rough <= exact
   assert len(rough_history) <= len(exact_history)
 
+  # A need that flattens short of the capacity (the compiler recomputes rather than keeps)
+  # and refusals whose counted need grows from the edge, as the survey's v5e-8 searches meet
+  # them: the line's guesses alone crept down to the edge in 18 compiles.
+  def flattening_compile(config, tpu_slice, batch, program, full=False):
+    per_chip = batch // tpu_slice.chips
+    if per_chip > 2488:
+      raise preflight.DoesNotFit("too large", int((14.77 + (per_chip - 2496) * 0.0067) * 2**30))
+    need = min(0.69 + per_chip * 0.0017, 14.2 + (per_chip % 7) * 0.05)
+    return type("R", (), {"in_use_bytes": int(need * 2**30)})()
+
+  v5e8 = tpu.get_slice("v5e-8")
+  monkeypatch.setattr(preflight, "compile_program", flattening_compile)
+  found, found_history = preflight.max_batch(config, v5e8, progress=lambda *a: None,
+                                             resolution=1 / 16)
+  assert 2488 * 8 * (1 - 1 / 16) <= found <= 2488 * 8 and len(found_history) <= 12
+
+  monkeypatch.setattr(preflight, "compile_program", curving_compile)
   # Cut off after two compiles (the process killed), then resumed from the answers it kept:
   # the same answer, and only the compiles it had not made.
   class Killed(Exception):
