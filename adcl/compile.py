@@ -259,8 +259,9 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
 
   HBM grows about linearly with the batch, so each compile's need (from the report, or the
   compiler's out-of-memory message) gives a line through the two nearest batches, and the next
-  batch tried is where that line meets the chip's HBM; a bisection step where the line says
-  nothing new, and after a guess that landed on the same side as the compile before it. It ends when a fitting batch and one a granule larger that does not are known,
+  batch tried is where that line meets the chip's HBM; a bisection step (a doubling while
+  nothing failed) where the line says nothing new, and after a guess that landed on the same
+  side as the compile before it. It ends when a fitting batch and one a granule larger that does not are known,
   or, with `resolution` r > 0, one at most r x the fitting batch larger (fewer compiles for a
   survey of many recipes; the answer is then within that fraction of the largest).
 
@@ -313,7 +314,7 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
     # of the compile before it is followed by a bisection.
     creeping = guessed and len(sides) > 1 and sides[-1] == sides[-2]
     if fails_at is None:  # Grow: to the line's answer, at least a granule; else double.
-      candidate = max(guess or 0, low + granule) if guess else 2 * low
+      candidate = max(guess or 0, low + granule) if guess and not creeping else 2 * low
     elif guess is not None and low < guess < fails_at and not creeping:
       candidate = guess
     else:
@@ -323,7 +324,7 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
     candidate = max(candidate, low + granule)
     if fails_at is not None:
       candidate = min(candidate, fails_at - granule)
-    guessed = fails_at is not None and candidate == guess
+    guessed = candidate == guess
     attempt(candidate)
     sides.append(tried[candidate][0])
   history = [(b * chips, ok, need) for b, (ok, need) in sorted(tried.items())]
