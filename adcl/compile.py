@@ -261,9 +261,10 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
   compiler's out-of-memory message) gives a line through the two nearest batches, and the next
   batch tried is where that line meets the chip's HBM; a bisection step (a doubling while
   nothing failed) where the line says nothing new, and after a guess that landed on the same
-  side as the compile before it. It ends when a fitting batch and one a granule larger that does not are known,
-  or, with `resolution` r > 0, one at most r x the fitting batch larger (fewer compiles for a
-  survey of many recipes; the answer is then within that fraction of the largest).
+  side as the compile before it. It ends when a fitting batch and one a granule larger that
+  does not are known, or, with `resolution` r > 0, one at most r x the fitting batch larger
+  (fewer compiles for a survey of many recipes; the answer is then within that fraction of the
+  largest).
 
   `tried` ({batch per chip: (fits, bytes needed or None)}) holds the compiles of this search
   made before, and gets each new one as it ends: a caller that saves it at each `progress` can
@@ -311,10 +312,10 @@ def max_batch(config, tpu_slice: tpu.Slice, program: str = "train_step", full: b
     # Near the chip's capacity the need is far from a line (the compiler trades recomputation
     # for memory; past it, it counts only what it reached), and the line's guesses can creep
     # toward the edge a few granules at a time from one side: a guess that landed on the side
-    # of the compile before it is followed by a bisection.
+    # of the compile before it is followed by a bisection (a doubling while nothing failed).
     creeping = guessed and len(sides) > 1 and sides[-1] == sides[-2]
     if fails_at is None:  # Grow: to the line's answer, at least a granule; else double.
-      candidate = max(guess or 0, low + granule) if guess and not creeping else 2 * low
+      candidate = max(guess, low + granule) if guess and not creeping else 2 * low
     elif guess is not None and low < guess < fails_at and not creeping:
       candidate = guess
     else:
